@@ -1,0 +1,381 @@
+"""The config: YAML/JSON in, one validated `Config` out.
+
+Order of work: read the file -> apply `--set` overrides -> substitute `${VAR}` / `{VAR}` variables ->
+merge `task_defaults` into each task (DeepPavlov's multitask_reader semantics) -> validate with pydantic.
+Every mistake becomes one `UserError` line naming the key path and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mtbert.errors import UserError
+from mtbert.tasks import TASK_TYPES, check_metric_name, default_metrics
+
+Column = int | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Columns(_Strict):
+    """Where each input field lives: a header name, a 0-based column index, or a JSON key."""
+
+    text: Column | None = None
+    text_pair: Column | None = None
+    question: Column | None = None
+    choices: list[Column] | None = None
+    tokens: Column | None = None
+    tags: Column | None = None
+    label: Column | None = None
+
+
+class TaskConfig(_Strict):
+    type: Literal["classification", "regression", "multiple_choice", "sequence_labeling"]
+    # reading
+    format: Literal["tsv", "csv", "jsonl", "conll", "hf"] = "tsv"
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    header: bool = True
+    delimiter: str | None = None
+    quoting: Literal["none", "csv"] | None = None
+    columns: Columns = Field(default_factory=Columns)
+    on_bad_rows: Literal["error", "skip"] = "error"
+    max_train_examples: Annotated[int, Field(gt=0)] | None = None
+    hf_path: str | None = None
+    hf_name: str | None = None
+    data_files: dict[str, str | list[str]] | None = None
+    # labels and metrics
+    labels: list[str] | None = None
+    num_labels: Annotated[int, Field(gt=0)] | None = None
+    metric: str | list[str] | None = None
+    # head and loss
+    pooling: Literal["cls", "pooler", "mean"] = "cls"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    class_weights: list[float] | Literal["balanced"] | None = None
+    loss_weight: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    max_length: Annotated[int, Field(gt=8)] | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value):
+        for name in [value] if isinstance(value, str) else value or []:
+            check_metric_name(name)
+        return value
+
+    @model_validator(mode="after")
+    def _columns_for_type(self):
+        c = self.columns
+        if self.format == "conll":
+            c.tokens = 0 if c.tokens is None else c.tokens
+            c.tags = -1 if c.tags is None else c.tags
+            if self.type != "sequence_labeling":
+                raise ValueError(f"format 'conll' holds tagged tokens; it needs type 'sequence_labeling', not '{self.type}'")
+        needed = {
+            "classification": ["text", "label"],
+            "regression": ["text", "label"],
+            "multiple_choice": ["text", "choices", "label"],
+            "sequence_labeling": ["tokens", "tags"],
+        }[self.type]
+        for name in needed:
+            if getattr(c, name) is None:
+                raise ValueError(
+                    f"columns.{name} is required for {self.type} tasks; name the column "
+                    "(a header name, a 0-based index, or a JSON key)"
+                )
+        if self.format == "hf" and not self.hf_path:
+            raise ValueError("format 'hf' needs hf_path, the dataset's hub name or local folder (e.g. hf_path: glue)")
+        if self.format != "hf" and not (self.train or self.dev or self.test):
+            raise ValueError("no data: give at least one of train, dev, test (file paths relative to data_dir)")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        if self.metric is None:
+            return default_metrics(self.type)
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+
+class TrainingConfig(_Strict):
+    epochs: Annotated[float, Field(gt=0)] = 3
+    max_steps: Annotated[int, Field(gt=0)] | None = None
+    steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(gt=0)] = 32
+    eval_batch_size: Annotated[int, Field(gt=0)] = 64
+    schedule: Literal["proportional", "uniform", "annealed", "round_robin"] = "proportional"
+    lr: Annotated[float, Field(gt=0)] = 5e-5
+    head_lr: Annotated[float, Field(gt=0)] | None = None
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup: Annotated[float, Field(ge=0, le=1)] = 0.1
+    gradient_accumulation_steps: Annotated[int, Field(gt=0)] = 1
+    clip_norm: Annotated[float, Field(gt=0)] | None = 1.0
+    eval_every: Annotated[int, Field(gt=0)] | None = None
+    target_metric: str = "mean"
+    patience: Annotated[int, Field(gt=0)] | None = None
+    lr_drop_patience: Annotated[int, Field(gt=0)] | None = None
+    lr_drop_div: Annotated[float, Field(gt=1)] = 2.0
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    freeze_encoder: bool = False
+    freeze_embeddings: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    length_grouping: bool = True
+    threads: Annotated[int, Field(gt=0)] | None = None
+    progress: bool = True
+
+    @field_validator("target_metric")
+    @classmethod
+    def _target(cls, value: str):
+        if value != "mean" and ":" in value:
+            check_metric_name(value)
+        return value
+
+
+class Config(_Strict):
+    backbone: str = "minilm"
+    data_dir: str = "."
+    run_dir: str | None = None
+    seed: int = 42
+    max_length: Annotated[int, Field(gt=8)] = 128
+    tasks: dict[str, TaskConfig]
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_tasks(cls, tasks):
+        if not tasks:
+            raise ValueError("no tasks; add at least one task under tasks:")
+        for name in tasks:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
+                raise ValueError(f"task name '{name}' must be letters, digits, '_' or '-'")
+        return tasks
+
+    @model_validator(mode="after")
+    def _target_names_a_task(self):
+        target = self.training.target_metric
+        if target != "mean" and ":" not in target:
+            task = target.split(".")[0]
+            if task not in self.tasks:
+                raise ValueError(
+                    f"training.target_metric '{target}' names no task; use 'mean', a task name "
+                    f"({', '.join(self.tasks)}), 'task.metric' or 'module:function'"
+                )
+        return self
+
+    def data_path(self, relative: str) -> Path:
+        return (Path(self.data_dir) / relative).resolve()
+
+    def batch_size(self, task: str) -> int:
+        return self.tasks[task].batch_size or self.training.batch_size
+
+    def max_length_for(self, task: str) -> int:
+        return self.tasks[task].max_length or self.max_length
+
+    def dump(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else f"line {getattr(err, 'lineno', '?')}"
+        raise UserError(f"{path}: {where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {detail}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the config must be a mapping with at least a 'tasks' key")
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`training.lr=3e-5` -> raw['training']['lr'] = 3e-5 (values parsed as YAML scalars)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.lr=3e-5")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {item!r}: '{part}' is not a mapping in the config")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value else ""
+    return raw
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute_variables(raw: dict) -> dict:
+    """Replace `${NAME}`, `${NAME:-default}` and DeepPavlov's `{NAME}` in every string.
+
+    Values come from the config's `variables` block first (which may itself use variables and the
+    environment), then from the environment.
+    """
+    raw = copy.deepcopy(raw)
+    declared = raw.pop("variables", None) or {}
+    if not isinstance(declared, dict):
+        raise UserError("variables: must be a mapping of NAME: value")
+    values: dict[str, str] = {}
+
+    def lookup(name: str, default: str | None, where: str) -> str:
+        if name in values:
+            return values[name]
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise UserError(
+            f"{where}: variable '{name}' is not defined; add it under variables: or set the environment variable {name}"
+        )
+
+    def sub(text: str, where: str) -> str:
+        def one(m: re.Match) -> str:
+            if m.group(1):
+                return lookup(m.group(1), m.group(2), where)
+            return lookup(m.group(3), None, where)
+
+        return _VAR.sub(one, text)
+
+    for name, value in declared.items():
+        values[str(name)] = sub(str(value), f"variables.{name}")
+
+    def walk(node, where: str):
+        if isinstance(node, str):
+            return sub(node, where)
+        if isinstance(node, dict):
+            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        return node
+
+    return walk(raw, "")
+
+
+def merge_task_defaults(raw: dict) -> dict:
+    """DeepPavlov's multitask_reader: a deep copy of `task_defaults`, then the task's own keys on top;
+    `use_task_defaults: false` makes a task ignore the defaults."""
+    raw = copy.deepcopy(raw)
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, dict):
+        if "tasks" not in raw:
+            raise UserError("tasks: missing; add a tasks: mapping with one entry per task")
+        raise UserError("tasks: must be a mapping of task name to task settings")
+    defaults = tasks.pop("task_defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise UserError("tasks.task_defaults: must be a mapping of settings shared by every task")
+    merged = {}
+    for name, params in tasks.items():
+        if not isinstance(params, dict):
+            raise UserError(f"tasks.{name}: must be a mapping of settings (type, train, dev, columns, ...)")
+        params = dict(params)
+        use = params.pop("use_task_defaults", True)
+        if not isinstance(use, bool):
+            raise UserError(f"tasks.{name}.use_task_defaults: must be true or false, not {use!r}")
+        if use:
+            task = copy.deepcopy(defaults)
+            task.update(params)
+        else:
+            task = params
+        merged[name] = task
+    raw["tasks"] = merged
+    return raw
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model whose fields the key at `loc` belongs to (for 'did you mean' hints)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if model is Config and part == "tasks":
+            model = dict[str, TaskConfig]
+            continue
+        if typing.get_origin(model) is dict:
+            model = typing.get_args(model)[1]
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        if typing.get_origin(ann) in (Union, types.UnionType):
+            ann = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+        model = ann
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _format_error(err: dict) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    where = ".".join(str(p) for p in loc) or "config"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc)
+        allowed = list(model.model_fields) if model else []
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean '{guess[0]}'? " if guess else ""
+        return f"{where}: unknown key; {hint}allowed keys: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind in ("literal_error", "enum") or "type" in kind or kind.endswith("_parsing"):
+        return f"{where}: {msg} (got {err.get('input')!r})"
+    return f"{where}: {msg}"
+
+
+def validate(raw: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise UserError(f"{source}: {_format_error(errors[0])}{more}") from None
+
+
+def check_data_files(cfg: Config, source: str = "config") -> None:
+    for name, task in cfg.tasks.items():
+        if task.format == "hf":
+            continue
+        for split in ("train", "dev", "test"):
+            rel = getattr(task, split)
+            if rel and not cfg.data_path(rel).is_file():
+                raise UserError(
+                    f"{source}: tasks.{name}.{split}: file not found: {cfg.data_path(rel)} "
+                    f"(paths are relative to data_dir '{cfg.data_dir}'; set data_dir or MTBERT_DATA)"
+                )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Config:
+    raw = read_config_file(path)
+    raw = apply_overrides(raw, overrides or [])
+    raw = substitute_variables(raw)
+    raw = merge_task_defaults(raw)
+    cfg = validate(raw, str(path))
+    cfg.data_dir = str(Path(cfg.data_dir).resolve())
+    if cfg.run_dir is None:
+        cfg.run_dir = str(Path("runs") / Path(path).stem)
+    if check_files:
+        check_data_files(cfg, str(path))
+    return cfg
+
+
+__all__ = ["Config", "TaskConfig", "TrainingConfig", "Columns", "TASK_TYPES", "load_config", "validate"]

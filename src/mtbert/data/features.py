@@ -1,0 +1,168 @@
+"""Features: Examples -> token ids (once per dataset), label vocabularies, and padded batches.
+
+Tokenisation happens once, when a dataset is loaded; batches are padded only to their longest member.
+Sequence labels sit on the first sub-token of each word; other sub-tokens and padding get -100 so the
+loss ignores them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from mtbert.data.readers import Example
+from mtbert.errors import UserError
+
+IGNORE = -100
+
+
+def _sort_key(label: str):
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def build_labels(task_type: str, train: list[Example], given: list[str] | None = None,
+                 num_labels: int | None = None, name: str = "") -> list[str] | None:
+    """The label vocabulary of a classification or sequence-labeling task, built from train.
+
+    Numeric labels sort as numbers ('0' < '1' < '10'), so index i is label i in GLUE-style files.
+    """
+    if task_type not in ("classification", "sequence_labeling"):
+        return None
+    if given:
+        return list(given)
+    seen = set()
+    for ex in train:
+        seen.update(ex.label if task_type == "sequence_labeling" else [ex.label])
+    labels = sorted(seen, key=_sort_key)
+    if task_type == "sequence_labeling" and "O" in labels:
+        labels.remove("O")
+        labels.insert(0, "O")
+    if num_labels is not None and task_type == "classification" and len(labels) != num_labels:
+        raise UserError(f"tasks.{name}.num_labels: {num_labels} given but train has {len(labels)} labels "
+                        f"({', '.join(labels[:20])}); fix num_labels or list them under labels:")
+    return labels
+
+
+@dataclass
+class Feature:
+    input_ids: list  # list[int], or list[list[int]] (one per choice) for multiple choice
+    token_type_ids: list
+    label: object = None  # class id, float, choice index, or per-sub-token tag ids
+    word_ids: list | None = field(default=None, repr=False)  # sequence labeling: sub-token -> word
+
+    @property
+    def length(self) -> int:
+        if self.input_ids and isinstance(self.input_ids[0], list):
+            return max(len(x) for x in self.input_ids)
+        return len(self.input_ids)
+
+
+def _label_id(ex: Example, label: str, label_ids: dict[str, int], name: str) -> int:
+    if label not in label_ids:
+        known = ", ".join(list(label_ids)[:20])
+        raise UserError(f"{ex.where}: label '{label}' of task {name} was not seen in train (labels: {known})")
+    return label_ids[label]
+
+
+def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
+           labels: list[str] | None = None, name: str = "", with_labels: bool = True) -> list[Feature]:
+    """Tokenise a whole split in one call of the fast tokenizer."""
+    label_ids = {label: i for i, label in enumerate(labels or [])}
+    if task_type == "sequence_labeling":
+        enc = tokenizer([ex.tokens for ex in examples], is_split_into_words=True, truncation=True,
+                        max_length=max_length, return_token_type_ids=True)
+        feats = []
+        for i, ex in enumerate(examples):
+            word_ids = enc.word_ids(i)
+            tag_ids = None
+            if with_labels:
+                tag_ids, prev = [], None
+                for w in word_ids:
+                    first = w is not None and w != prev
+                    tag_ids.append(_label_id(ex, ex.label[w], label_ids, name) if first else IGNORE)
+                    prev = w
+            feats.append(Feature(enc["input_ids"][i], enc["token_type_ids"][i], tag_ids, word_ids))
+        return feats
+    if task_type == "multiple_choice":
+        counts = {len(ex.choices) for ex in examples}
+        if len(counts) > 1:
+            raise UserError(f"{examples[0].source}: task {name} has examples with {sorted(counts)} choices; "
+                            "every example needs the same number of choices")
+        firsts = [f"{ex.text} {ex.question}" if ex.question else ex.text for ex in examples for _ in ex.choices]
+        seconds = [c for ex in examples for c in ex.choices]
+        enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, return_token_type_ids=True)
+        n = counts.pop()
+        return [
+            Feature(enc["input_ids"][i * n:(i + 1) * n], enc["token_type_ids"][i * n:(i + 1) * n],
+                    ex.label if with_labels else None)
+            for i, ex in enumerate(examples)
+        ]
+    pairs = [ex.text_pair for ex in examples] if examples and examples[0].text_pair is not None else None
+    enc = tokenizer([ex.text for ex in examples], pairs, truncation=True, max_length=max_length,
+                    return_token_type_ids=True)
+    feats = []
+    for i, ex in enumerate(examples):
+        label = None
+        if with_labels:
+            label = _label_id(ex, ex.label, label_ids, name) if task_type == "classification" else float(ex.label)
+        feats.append(Feature(enc["input_ids"][i], enc["token_type_ids"][i], label))
+    return feats
+
+
+def _pad(rows: list[list[int]], value: int, width: int) -> list[list[int]]:
+    return [r + [value] * (width - len(r)) for r in rows]
+
+
+def collate(task_type: str, feats: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest member. Multiple choice gives (batch, choices, length)."""
+    if task_type == "multiple_choice":
+        n = len(feats[0].input_ids)
+        flat = [ids for f in feats for ids in f.input_ids]
+        types = [t for f in feats for t in f.token_type_ids]
+        width = max(len(x) for x in flat)
+        batch = {
+            "input_ids": torch.tensor(_pad(flat, pad_id, width)).view(len(feats), n, width),
+            "token_type_ids": torch.tensor(_pad(types, 0, width)).view(len(feats), n, width),
+            "attention_mask": torch.tensor(_pad([[1] * len(x) for x in flat], 0, width)).view(len(feats), n, width),
+        }
+    else:
+        width = max(len(f.input_ids) for f in feats)
+        batch = {
+            "input_ids": torch.tensor(_pad([f.input_ids for f in feats], pad_id, width)),
+            "token_type_ids": torch.tensor(_pad([f.token_type_ids for f in feats], 0, width)),
+            "attention_mask": torch.tensor(_pad([[1] * len(f.input_ids) for f in feats], 0, width)),
+        }
+    if feats[0].label is not None:
+        if task_type == "sequence_labeling":
+            batch["labels"] = torch.tensor(_pad([f.label for f in feats], IGNORE, width))
+        elif task_type == "regression":
+            batch["labels"] = torch.tensor([f.label for f in feats], dtype=torch.float32)
+        else:
+            batch["labels"] = torch.tensor([f.label for f in feats], dtype=torch.long)
+    return batch
+
+
+def length_grouped_batches(feats: list[Feature], batch_size: int, rng: random.Random,
+                           group: bool = True, pool_batches: int = 50) -> list[list[int]]:
+    """Shuffled batches of indices; with `group`, each batch holds examples of similar length
+    (sorted within a pool of `pool_batches` batches, then the batches shuffled), so padding stays small."""
+    order = list(range(len(feats)))
+    rng.shuffle(order)
+    if group:
+        pool = batch_size * pool_batches
+        order = [i for s in range(0, len(order), pool)
+                 for i in sorted(order[s:s + pool], key=lambda j: feats[j].length)]
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(feats: list[Feature], batch_size: int) -> list[list[int]]:
+    """Evaluation batches sorted by length; callers put results back in input order by index."""
+    order = sorted(range(len(feats)), key=lambda j: feats[j].length)
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]

@@ -1,0 +1,100 @@
+"""Run a model over a task's features, decode the outputs, and score them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mtbert.data.features import Feature, collate, sorted_batches
+from mtbert.data.readers import Example
+from mtbert.evaluation.metrics import get_metric
+
+
+@dataclass
+class TaskPredictions:
+    """Predictions in input order. `labels`: class names, floats, choice indices or tag lists."""
+
+    labels: list
+    probas: np.ndarray | None = None  # (N, classes) or (N, choices)
+    ids: np.ndarray | None = None  # class ids, for metrics
+
+
+@torch.inference_mode()
+def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id: int,
+                 labels: list[str] | None, amp) -> TaskPredictions:
+    task_type = model.task_types[task]
+    was_training = model.training
+    model.eval()
+    outputs: list = [None] * len(feats)
+    for idx in sorted_batches(feats, batch_size):
+        batch = collate(task_type, [feats[i] for i in idx], pad_id)
+        batch.pop("labels", None)
+        with amp():
+            out = model(task, batch).float()
+        if task_type in ("classification", "multiple_choice"):
+            out = torch.softmax(out, dim=-1)
+        for i, row in zip(idx, out.numpy(), strict=True):
+            outputs[i] = row
+    model.train(was_training)
+    return decode(task_type, outputs, feats, labels)
+
+
+def decode(task_type: str, outputs: list, feats: list[Feature], labels: list[str] | None) -> TaskPredictions:
+    if task_type == "regression":
+        return TaskPredictions(labels=[float(o) for o in outputs])
+    if task_type == "sequence_labeling":
+        tags = []
+        for out, feat in zip(outputs, feats, strict=True):
+            word_tags, prev = {}, None
+            for pos, w in enumerate(feat.word_ids):
+                if w is not None and w != prev:
+                    word_tags[w] = labels[int(out[pos].argmax())]
+                prev = w
+            n_words = max((w for w in feat.word_ids if w is not None), default=-1) + 1
+            tags.append([word_tags.get(j, "O") for j in range(n_words)])
+        return TaskPredictions(labels=tags)
+    probas = np.stack(outputs)
+    ids = probas.argmax(-1)
+    names = [labels[i] for i in ids] if task_type == "classification" else [int(i) for i in ids]
+    return TaskPredictions(labels=names, probas=probas, ids=ids)
+
+
+def gold_values(task_type: str, examples: list[Example], labels: list[str] | None):
+    if task_type == "classification":
+        index = {label: i for i, label in enumerate(labels)}
+        return np.array([index[ex.label] for ex in examples])
+    if task_type == "sequence_labeling":
+        return [ex.label for ex in examples]
+    return np.array([ex.label for ex in examples])
+
+
+def prediction_values(task_type: str, preds: TaskPredictions, examples: list[Example]):
+    if task_type == "classification":
+        return preds.ids
+    if task_type == "sequence_labeling":
+        # a sentence cut by max_length still counts its tail words, predicted as O
+        return [p + ["O"] * (len(ex.tokens) - len(p)) for p, ex in zip(preds.labels, examples, strict=True)]
+    return np.array(preds.labels)
+
+
+def score_task(task_type: str, metrics: list[str], examples: list[Example], preds: TaskPredictions,
+               labels: list[str] | None) -> dict[str, float]:
+    y_true = gold_values(task_type, examples, labels)
+    y_pred = prediction_values(task_type, preds, examples)
+    return {name: float(get_metric(name)(y_true, y_pred, preds.probas) if ":" not in name
+                        else get_metric(name)(y_true, y_pred)) for name in metrics}
+
+
+def target_value(target: str, scores: dict[str, dict[str, float]], primary: dict[str, str], outputs=None) -> float:
+    """The number early stopping and lr drops watch: 'mean', 'task', 'task.metric' or 'module:function'.
+
+    A custom function gets {task: {"y_true", "y_pred", "probas"}} and returns a float.
+    """
+    if target == "mean":
+        return float(np.mean([scores[t][primary[t]] for t in scores]))
+    if ":" in target:
+        return float(get_metric(target)(outputs))
+    task, _, metric = target.partition(".")
+    return float(scores[task][metric or primary[task]])

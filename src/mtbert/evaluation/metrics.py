@@ -1,0 +1,125 @@
+"""Dev/test metrics. Each takes gold and predicted values (and class probabilities where they help).
+
+Degenerate inputs (constant predictions, one gold class) give a defined score and a warning instead of
+NaN, so early stopping and lr drops keep working: the minBERT report lost epochs to a NaN Pearson.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from scipy import stats
+from seqeval.metrics import f1_score as seqeval_f1
+from seqeval.scheme import IOB2
+from sklearn import metrics as skm
+
+from mtbert.errors import UserError
+
+log = logging.getLogger("mtbert")
+
+
+def _constant(values) -> bool:
+    arr = np.asarray(values, dtype=float)
+    return arr.size < 2 or np.all(arr == arr[0])
+
+
+def accuracy(y_true, y_pred, probas=None) -> float:
+    return float(skm.accuracy_score(y_true, y_pred))
+
+
+def f1(y_true, y_pred, probas=None) -> float:
+    """Binary F1 of class index 1 when there are two classes, macro F1 otherwise."""
+    binary = set(np.unique(np.concatenate([np.asarray(y_true), np.asarray(y_pred)]))) <= {0, 1}
+    return float(skm.f1_score(y_true, y_pred, average="binary" if binary else "macro", zero_division=0))
+
+
+def f1_macro(y_true, y_pred, probas=None) -> float:
+    return float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+def mcc(y_true, y_pred, probas=None) -> float:
+    if _constant(y_pred):
+        log.warning("mcc: all predictions are the same class; the score is 0.0")
+        return 0.0
+    return float(skm.matthews_corrcoef(y_true, y_pred))
+
+
+def _correlation(fn, name: str, y_true, y_pred) -> float:
+    if _constant(y_pred) or _constant(y_true):
+        log.warning("%s: predictions or gold scores are constant, so correlation is undefined; the score is 0.0", name)
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = fn(np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float))[0]
+    return float(value) if np.isfinite(value) else 0.0
+
+
+def pearson(y_true, y_pred, probas=None) -> float:
+    return _correlation(stats.pearsonr, "pearson", y_true, y_pred)
+
+
+def spearman(y_true, y_pred, probas=None) -> float:
+    return _correlation(stats.spearmanr, "spearman", y_true, y_pred)
+
+
+def roc_auc(y_true, y_pred, probas=None) -> float:
+    if probas is None:
+        raise UserError("metric roc_auc needs class probabilities; it applies to classification tasks")
+    y_true = np.asarray(y_true)
+    probas = np.asarray(probas, dtype=float)
+    if len(np.unique(y_true)) < 2:
+        log.warning("roc_auc: only one class in the gold labels, so AUC is undefined; the score is 0.5")
+        return 0.5
+    if probas.shape[1] == 2:
+        return float(skm.roc_auc_score(y_true, probas[:, 1]))
+    return float(skm.roc_auc_score(y_true, probas, multi_class="ovr", labels=list(range(probas.shape[1]))))
+
+
+def ner_f1(y_true, y_pred, probas=None) -> float:
+    """Span-level F1 over IOB2 entities (seqeval, strict mode)."""
+    return float(seqeval_f1(y_true, y_pred, mode="strict", scheme=IOB2, zero_division=0))
+
+
+METRICS: dict[str, Callable] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "f1_macro": f1_macro,
+    "mcc": mcc,
+    "pearson": pearson,
+    "spearman": spearman,
+    "roc_auc": roc_auc,
+    "ner_f1": ner_f1,
+}
+
+# which built-in metrics make sense for which task type
+METRICS_FOR_TYPE = {
+    "classification": ["accuracy", "f1", "f1_macro", "mcc", "roc_auc"],
+    "regression": ["pearson", "spearman"],
+    "multiple_choice": ["accuracy", "f1_macro"],
+    "sequence_labeling": ["ner_f1", "accuracy"],
+}
+
+
+def resolve_custom(ref: str) -> Callable:
+    """`package.module:function` -> the function. Runs user code by design: only from a config the user passed."""
+    module_name, _, func_name = ref.partition(":")
+    if not module_name or not func_name:
+        raise UserError(f"metric '{ref}': expected 'module.submodule:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UserError(f"metric '{ref}': cannot import module '{module_name}' ({err}); is it on PYTHONPATH?") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise UserError(f"metric '{ref}': module '{module_name}' has no function '{func_name}'")
+    return fn
+
+
+def get_metric(name: str) -> Callable:
+    if ":" in name:
+        return resolve_custom(name)
+    return METRICS[name]

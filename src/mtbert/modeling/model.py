@@ -1,0 +1,33 @@
+"""MultiTaskModel: one shared encoder, one head per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], task_types: dict[str, str]):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(heads)
+        self.task_types = dict(task_types)
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           return_dict=True)
+        return out.last_hidden_state, getattr(out, "pooler_output", None)
+
+    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        head = self.heads[task]
+        if self.task_types[task] == "multiple_choice":
+            n = ids.shape[1]
+            flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # noqa: E731
+            hidden, pooled = self.encode(flat(ids), flat(mask), flat(types))
+            return head(hidden, pooled, flat(mask), n)
+        hidden, pooled = self.encode(ids, mask, types)
+        return head(hidden, pooled, mask)
+
+    def loss(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.heads[task].loss(self(task, batch), batch["labels"])

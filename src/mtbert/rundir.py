@@ -1,0 +1,88 @@
+"""The run directory: what training leaves behind and what evaluate/predict load.
+
+    run_dir/
+      config.yaml        the resolved config (variables substituted, task_defaults merged)
+      metrics.jsonl      one line per evaluation
+      report.md          final dev table beside a majority/mean baseline
+      curves.png         training loss and dev metric per task over steps
+      model/             the best checkpoint, swapped in whole (see io.atomic_write_dir)
+        encoder/         HF save_pretrained: config.json, model.safetensors, tokenizer files
+        heads.safetensors
+        labels.json      label vocabularies per task
+        config.yaml      the config again, so model/ alone is enough to predict
+
+`model/` is written as one unit, so a crash leaves the previous checkpoint or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from mtbert.config import Config, validate
+from mtbert.errors import UserError
+from mtbert.io import atomic_write_dir, atomic_write_text, resolve_dir
+from mtbert.modeling.encoder import load_saved_encoder
+from mtbert.modeling.heads import build_head
+from mtbert.modeling.model import MultiTaskModel
+
+MODEL = "model"
+
+
+def config_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.dump(), sort_keys=False, allow_unicode=True)
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    atomic_write_text(run_dir / "config.yaml", config_yaml(cfg))
+
+
+def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, labels: dict) -> None:
+    def write(tmp: Path) -> None:
+        model.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "encoder")
+        state = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
+        save_file(state, tmp / "heads.safetensors")
+        (tmp / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
+
+    atomic_write_dir(run_dir / MODEL, write)
+
+
+def model_dir(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    found = resolve_dir(run_dir / MODEL)
+    if not (found / "heads.safetensors").is_file():
+        if not run_dir.exists():
+            raise UserError(f"{run_dir}: no such run directory")
+        raise UserError(f"{run_dir}: holds no trained model ({run_dir / MODEL} is missing); "
+                        "train first with: mtbert train CONFIG")
+    return found
+
+
+def load_model(run_dir: str | Path) -> tuple[Config, MultiTaskModel, object, dict]:
+    """(config, model in eval mode, tokenizer, labels) from a run dir; no training data needed."""
+    from transformers import AutoTokenizer
+
+    path = model_dir(run_dir)
+    cfg = validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path / "config.yaml"))
+    labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))
+    # safetensors only: no pickle from a run dir is ever unpickled
+    encoder = load_saved_encoder(path / "encoder")
+    tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
+    hidden = encoder.config.hidden_size
+    heads = {name: build_head(task, hidden, labels.get(name)) for name, task in cfg.tasks.items()}
+    model = MultiTaskModel(encoder, heads, {n: t.type for n, t in cfg.tasks.items()})
+    state = load_file(path / "heads.safetensors")
+    for name, head in model.heads.items():
+        prefix = f"{name}."
+        head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if "class_weights" in head_state:
+            head.class_weights = torch.empty_like(head_state["class_weights"])
+        head.load_state_dict(head_state)
+    model.eval()
+    return cfg, model, tokenizer, labels

@@ -1,0 +1,34 @@
+"""Task types (DeepPavlov's names) and what each needs."""
+
+from __future__ import annotations
+
+from mtbert.evaluation.metrics import METRICS, resolve_custom
+
+TASK_TYPES = ("classification", "regression", "multiple_choice", "sequence_labeling")
+
+DEFAULT_METRICS = {
+    "classification": ["accuracy"],
+    "regression": ["pearson", "spearman"],
+    "multiple_choice": ["accuracy"],
+    "sequence_labeling": ["ner_f1"],
+}
+
+
+def default_metrics(task_type: str) -> list[str]:
+    return list(DEFAULT_METRICS[task_type])
+
+
+def check_metric_name(name: str) -> None:
+    """Raise ValueError (which the config turns into a key-path message) for an unknown metric."""
+    if ":" in name:
+        try:
+            resolve_custom(name)
+        except Exception as err:  # UserError or anything the import raised
+            raise ValueError(str(err)) from None
+        return
+    if name not in METRICS:
+        raise ValueError(f"unknown metric '{name}'; use one of {', '.join(METRICS)} or 'module:function'")
+
+
+def is_pair(columns) -> bool:
+    return columns.text_pair is not None

@@ -1,0 +1,338 @@
+"""The training loop. One step = one task's batch(es) -> loss * weight -> backward -> AdamW step.
+
+Heads of the tasks not in a step get no gradient (grads are reset to None, not zero), so AdamW skips
+them: their weights, weight decay and optimiser state stay bit-identical, as in DeepPavlov's seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mtbert.config import Config, TaskConfig
+from mtbert.data.features import Feature, build_labels, collate, encode, length_grouped_batches
+from mtbert.data.readers import Example, read_split
+from mtbert.data.schedule import BatchStream, TaskSchedule
+from mtbert.errors import UserError
+from mtbert.evaluation.evaluate import TaskPredictions, predict_task, score_task, target_value
+from mtbert.io import append_line
+from mtbert.modeling.encoder import load_encoder, load_tokenizer
+from mtbert.modeling.heads import build_head
+from mtbert.modeling.model import MultiTaskModel
+from mtbert.modeling.precision import autocast, resolve_precision
+from mtbert.rundir import save_model, write_config
+from mtbert.training.report import write_curves, write_report
+
+log = logging.getLogger("mtbert")
+
+
+@dataclass
+class TaskData:
+    name: str
+    cfg: TaskConfig
+    labels: list[str] | None
+    train: list[Example] = field(default_factory=list)
+    train_feats: list[Feature] = field(default_factory=list)
+    dev: list[Example] = field(default_factory=list)
+    dev_feats: list[Feature] = field(default_factory=list)
+
+    @property
+    def type(self) -> str:
+        return self.cfg.type
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: Config, tokenizer, need_train: bool = True) -> dict[str, TaskData]:
+    """Read and tokenise every task's train and dev split once."""
+    data = {}
+    for name, task in cfg.tasks.items():
+        if need_train and not (task.train or task.format == "hf"):
+            raise UserError(f"tasks.{name}.train: missing; training needs a train file for every task")
+        train = read_split(cfg, name, "train") if need_train else []
+        labels = build_labels(task.type, train, task.labels, task.num_labels, name)
+        td = TaskData(name, task, labels, train)
+        max_len = cfg.max_length_for(name)
+        td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name) if train else []
+        if task.dev or (task.format == "hf" and task.dev is not None):
+            td.dev = read_split(cfg, name, "dev")
+            td.dev_feats = encode(task.type, td.dev, tokenizer, max_len, labels, name)
+        data[name] = td
+        log.info("task %s (%s): %d train, %d dev examples%s", name, task.type, len(train), len(td.dev),
+                 f", {len(labels)} labels" if labels else "")
+    return data
+
+
+def class_weights(td: TaskData) -> list[float] | None:
+    spec = td.cfg.class_weights
+    if spec is None or td.type != "classification":
+        return None
+    if spec == "balanced":
+        counts = np.bincount([f.label for f in td.train_feats], minlength=len(td.labels)).astype(float)
+        return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
+    if len(spec) != len(td.labels):
+        raise UserError(f"tasks.{td.name}.class_weights: {len(spec)} weights for {len(td.labels)} labels "
+                        f"({', '.join(td.labels)})")
+    return list(spec)
+
+
+def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
+    encoder = load_encoder(cfg.backbone)
+    hidden = encoder.config.hidden_size
+    heads = {name: build_head(td.cfg, hidden, td.labels, class_weights(td)) for name, td in data.items()}
+    model = MultiTaskModel(encoder, heads, {n: td.type for n, td in data.items()})
+    if cfg.training.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    elif cfg.training.freeze_embeddings:
+        model.encoder.get_input_embeddings().requires_grad_(False)
+        if hasattr(model.encoder, "embeddings"):
+            model.encoder.embeddings.requires_grad_(False)
+    return model
+
+
+def make_optimizer(model: MultiTaskModel, cfg: Config) -> torch.optim.AdamW:
+    """AdamW; no decay on biases and LayerNorm weights; heads may have their own lr."""
+    t = cfg.training
+    groups: dict[tuple, list] = defaultdict(list)
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
+        groups[(name.startswith("heads."), no_decay)].append(p)
+    param_groups = [
+        {"params": ps, "weight_decay": 0.0 if no_decay else t.weight_decay,
+         "lr": (t.head_lr or t.lr) if is_head else t.lr}
+        for (is_head, no_decay), ps in groups.items()
+    ]
+    return torch.optim.AdamW(param_groups, lr=t.lr, weight_decay=t.weight_decay)
+
+
+class LrSchedule:
+    """Linear warm-up and decay, times a factor that drops by `lr_drop_div` on a plateau (DeepPavlov's
+    learning_rate_drop_patience / _div, floored at min_lr)."""
+
+    def __init__(self, optimizer, total_steps: int, warmup: float, div: float, min_lr: float):
+        self.optimizer = optimizer
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.total = max(total_steps, 1)
+        self.warmup = int(warmup * total_steps)
+        self.div = div
+        self.min_lr = min_lr
+        self.factor = 1.0
+
+    def shape(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
+
+    def set(self, step: int) -> None:
+        for g, base in zip(self.optimizer.param_groups, self.base, strict=True):
+            g["lr"] = base * self.shape(step) * self.factor
+
+    def drop(self) -> bool:
+        if max(self.base) * self.factor / self.div < self.min_lr:
+            return False
+        self.factor /= self.div
+        return True
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def evaluate_all(model, data: dict[str, TaskData], cfg: Config, pad_id: int, amp) -> tuple[dict, dict]:
+    scores, outputs = {}, {}
+    for name, td in data.items():
+        if not td.dev_feats:
+            continue
+        preds = predict_task(model, name, td.dev_feats, cfg.training.eval_batch_size, pad_id, td.labels, amp)
+        scores[name] = score_task(td.type, metric_names(cfg, name), td.dev, preds, td.labels)
+        outputs[name] = preds
+    return scores, outputs
+
+
+def metric_names(cfg: Config, task: str) -> list[str]:
+    names = cfg.tasks[task].metrics
+    target = cfg.training.target_metric
+    if target.startswith(f"{task}.") and target.split(".", 1)[1] not in names:
+        names = names + [target.split(".", 1)[1]]
+    return names
+
+
+def custom_outputs(data: dict[str, TaskData], outputs: dict[str, TaskPredictions]) -> dict:
+    from mtbert.evaluation.evaluate import gold_values, prediction_values
+
+    return {n: {"y_true": gold_values(data[n].type, data[n].dev, data[n].labels),
+                "y_pred": prediction_values(data[n].type, p, data[n].dev), "probas": p.probas}
+            for n, p in outputs.items()}
+
+
+def baseline_scores(cfg: Config, data: dict[str, TaskData]) -> dict[str, dict[str, float]]:
+    """Majority class (classification), train mean (regression), first choice, all-O: the floor to beat."""
+    out = {}
+    for name, td in data.items():
+        if not td.dev:
+            continue
+        n = len(td.dev)
+        if td.type == "classification":
+            majority = int(np.bincount([f.label for f in td.train_feats], minlength=len(td.labels)).argmax())
+            probas = np.zeros((n, len(td.labels)))
+            probas[:, majority] = 1.0
+            preds = TaskPredictions([td.labels[majority]] * n, probas, np.full(n, majority))
+        elif td.type == "regression":
+            preds = TaskPredictions([float(np.mean([ex.label for ex in td.train]))] * n)
+        elif td.type == "multiple_choice":
+            probas = np.zeros((n, len(td.dev[0].choices)))
+            probas[:, 0] = 1.0
+            preds = TaskPredictions([0] * n, probas, np.zeros(n, dtype=int))
+        else:
+            preds = TaskPredictions([["O"] * len(ex.tokens) for ex in td.dev])
+        with _quiet():
+            out[name] = score_task(td.type, [m for m in metric_names(cfg, name) if ":" not in m], td.dev, preds,
+                                   td.labels)
+    return out
+
+
+class _quiet:
+    """Constant baselines trip the constant-prediction warnings by design; keep them out of the log."""
+
+    def __enter__(self):
+        self.level = log.level
+        log.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        log.setLevel(self.level)
+
+
+def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
+    """Train from a validated config; returns the best evaluation and where the run was written."""
+    t = cfg.training
+    run_dir = Path(run_dir or cfg.run_dir)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    seed_everything(cfg.seed)
+    device = torch.device("cpu")
+    precision = resolve_precision(t.precision, device)
+    amp = partial(autocast, precision, device)
+
+    tokenizer = load_tokenizer(cfg.backbone)
+    data = prepare_data(cfg, tokenizer)
+    pad_id = tokenizer.pad_token_id or 0
+    model = build_model(cfg, data)
+    model.train()
+
+    streams = {
+        name: BatchStream(len(td.train_feats), cfg.batch_size(name),
+                          partial(length_grouped_batches, td.train_feats, cfg.batch_size(name),
+                                  group=t.length_grouping), seed=cfg.seed + i)
+        for i, (name, td) in enumerate(data.items())
+    }
+    accum = t.gradient_accumulation_steps
+    steps_per_epoch = t.steps_per_epoch or max(1, sum(len(s) for s in streams.values()) // accum)
+    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    epochs = total_steps / steps_per_epoch
+    eval_every = t.eval_every or steps_per_epoch
+    schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, epochs, cfg.seed)
+    optimizer = make_optimizer(model, cfg)
+    lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, cfg)
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.write_text("", encoding="utf-8")
+    labels = {n: td.labels for n, td in data.items() if td.labels}
+    primary = {n: metric_names(cfg, n)[0] for n in data}
+    has_dev = any(td.dev_feats for td in data.values())
+    log.info("training %d steps (%d per epoch, %.2g epochs), schedule %s, precision %s, run dir %s",
+             total_steps, steps_per_epoch, epochs, t.schedule, precision, run_dir)
+
+    best, best_eval, bad_evals, bad_for_drop, best_for_drop = -math.inf, None, 0, 0, -math.inf
+    loss_sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    loss_curve: list[tuple[int, str, float]] = []
+    dev_curve: list[dict] = []
+    ema: dict[str, float] = {}
+    start = time.time()
+    bar = tqdm(total=total_steps, disable=not t.progress, desc="train", dynamic_ncols=True)
+    step = 0
+    for step in range(total_steps):
+        epoch = step // steps_per_epoch
+        task = schedule.task_for(step, epoch)
+        td, weight = data[task], data[task].cfg.loss_weight
+        lr_schedule.set(step)
+        step_loss = 0.0
+        for _ in range(accum):
+            idx = streams[task].next()
+            batch = collate(td.type, [td.train_feats[i] for i in idx], pad_id)
+            with amp():
+                loss = model.loss(task, batch)
+            (loss * weight / accum).backward()
+            step_loss += loss.item() / accum
+        if not math.isfinite(step_loss):
+            raise UserError(f"non-finite loss {step_loss} on task {task} at step {step + 1}; lower training.lr")
+        if t.clip_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], t.clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
+
+        loss_sums[task][0] += step_loss
+        loss_sums[task][1] += 1
+        loss_curve.append((step + 1, task, step_loss))
+        ema[task] = step_loss if task not in ema else 0.9 * ema[task] + 0.1 * step_loss
+        bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
+        bar.update(1)
+
+        last = step + 1 == total_steps
+        if has_dev and ((step + 1) % eval_every == 0 or last):
+            scores, outputs = evaluate_all(model, data, cfg, pad_id, amp)
+            target = target_value(t.target_metric, scores, primary, custom_outputs(data, outputs))
+            record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "lr": lr_schedule.lr,
+                      "train_loss": {k: v[0] / max(v[1], 1) for k, v in loss_sums.items()},
+                      "dev": scores, "target": target, "elapsed_s": round(time.time() - start, 1)}
+            append_line(metrics_path, json.dumps(record))
+            dev_curve.append(record)
+            loss_sums.clear()
+            bar.write(f"step {step + 1}: target {target:.4f} | " +
+                      " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
+            if target > best:
+                best, best_eval, bad_evals = target, record, 0
+                save_model(run_dir, model, tokenizer, cfg, labels)
+            else:
+                bad_evals += 1
+            if t.lr_drop_patience:
+                if target > best_for_drop:
+                    best_for_drop, bad_for_drop = target, 0
+                else:
+                    bad_for_drop += 1
+                    if bad_for_drop >= t.lr_drop_patience:
+                        bad_for_drop = 0
+                        if lr_schedule.drop():
+                            log.info("no improvement for %d evaluations: learning rate divided by %g",
+                                     t.lr_drop_patience, t.lr_drop_div)
+            if t.patience and bad_evals >= t.patience:
+                bar.write(f"early stop at step {step + 1}: no improvement for {t.patience} evaluations")
+                break
+    bar.close()
+    train_seconds = time.time() - start
+    if not has_dev:
+        save_model(run_dir, model, tokenizer, cfg, labels)
+    summary = {"run_dir": str(run_dir), "steps": step + 1, "train_seconds": round(train_seconds, 1),
+               "best": best_eval, "baseline": baseline_scores(cfg, data), "primary": primary,
+               "precision": precision}
+    write_report(run_dir, cfg, summary)
+    write_curves(run_dir, loss_curve, dev_curve, primary)
+    return summary
