@@ -167,12 +167,17 @@ class Config(_Strict):
     def _target_names_a_task(self):
         target = self.training.target_metric
         if target != "mean" and ":" not in target:
-            task = target.split(".")[0]
+            task, _, metric = target.partition(".")
             if task not in self.tasks:
                 raise ValueError(
                     f"training.target_metric '{target}' names no task; use 'mean', a task name "
                     f"({', '.join(self.tasks)}), 'task.metric' or 'module:function'"
                 )
+            if metric:
+                try:
+                    check_metric_name(metric)
+                except ValueError as err:
+                    raise ValueError(f"training.target_metric '{target}': {err}") from None
         return self
 
     def data_path(self, relative: str) -> Path:
@@ -199,7 +204,7 @@ def read_config_file(path: str | Path) -> dict:
     try:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        detail = getattr(err, "problem", None) or getattr(err, "msg", None) or type(err).__name__
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else f"line {getattr(err, 'lineno', '?')}"
         raise UserError(f"{path}: {where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {detail}") from None
@@ -324,10 +329,26 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _format_error(err: dict) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-    where = ".".join(str(p) for p in loc) or "config"
+def _user_loc(loc: tuple, raw, kind: str) -> tuple:
+    """The key path as written in the config: pydantic's union-member tags ('int', 'str', ...) name types,
+    not keys, so parts the config does not hold are dropped (except the key a 'missing' error names)."""
+    out, node = [], raw
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+            node = node[part]
+        elif not (kind == "missing" and i == len(loc) - 1):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _format_error(err: dict, raw: dict | None = None) -> str:
     kind = err["type"]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    if raw is not None:
+        loc = _user_loc(loc, raw, kind)
+    where = ".".join(str(p) for p in loc) or "config"
     if kind == "extra_forbidden":
         model = _model_at(loc)
         allowed = list(model.model_fields) if model else []
@@ -346,9 +367,11 @@ def validate(raw: dict, source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise UserError(f"{source}: {_format_error(errors[0])}{more}") from None
+        messages = list(dict.fromkeys(_format_error(e, raw) for e in exc.errors()))
+        # a value that fits no member of a union (int | str) yields one error per member: count places, not members
+        places = {m.split(":", 1)[0] for m in messages}
+        more = f" (and {len(places) - 1} more)" if len(places) > 1 else ""
+        raise UserError(f"{source}: {messages[0]}{more}") from None
 
 
 def check_data_files(cfg: Config, source: str = "config") -> None:
@@ -367,8 +390,10 @@ def check_data_files(cfg: Config, source: str = "config") -> None:
 def load_config(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Config:
     raw = read_config_file(path)
     raw = apply_overrides(raw, overrides or [])
-    raw = substitute_variables(raw)
-    raw = merge_task_defaults(raw)
+    try:
+        raw = merge_task_defaults(substitute_variables(raw))
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
     cfg = validate(raw, str(path))
     cfg.data_dir = str(Path(cfg.data_dir).resolve())
     if cfg.run_dir is None:

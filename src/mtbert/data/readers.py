@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 import re
 import sys
@@ -90,11 +91,16 @@ def _row_to_example(task: TaskConfig, get) -> Example:
             ex.label = float(raw_label)
         except (TypeError, ValueError):
             raise BadRow(f"label {raw_label!r} is not a number") from None
+        if not math.isfinite(ex.label):
+            raise BadRow(f"label {raw_label!r} is not a finite number")
     elif task.type == "multiple_choice":
         try:
-            ex.label = int(float(raw_label))
+            index = float(raw_label)
         except (TypeError, ValueError):
             raise BadRow(f"label {raw_label!r} is not a choice index") from None
+        if not index.is_integer():
+            raise BadRow(f"label {raw_label!r} is not a whole choice index")
+        ex.label = int(index)
         if not 0 <= ex.label < len(ex.choices):
             raise BadRow(f"label {ex.label} is not the index of one of the {len(ex.choices)} choices")
     else:
@@ -238,20 +244,29 @@ def _read_conll(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
             yield flush()
 
 
-def _read_hf(task: TaskConfig, split: str, name: str) -> Iterator[tuple[int, Any]]:
+def _local_data_files(cfg: Config, files):
+    """Relative `data_files` are taken from data_dir, like every other data path in the config."""
+    if files is None:
+        return None
+    resolve = lambda f: str(cfg.data_path(f)) if not Path(f).is_absolute() and "://" not in f else f  # noqa: E731
+    return {split: [resolve(f) for f in v] if isinstance(v, list) else resolve(v) for split, v in files.items()}
+
+
+def _read_hf(cfg: Config, task: TaskConfig, split: str, name: str) -> Iterator[tuple[int, Any]]:
     try:
         import datasets
     except ImportError:
         raise UserError(f"tasks.{name}: format 'hf' needs the datasets package: pip install 'mtbert[datasets]'") from None
     split_name = getattr(task, split)
     try:
-        ds = datasets.load_dataset(task.hf_path, task.hf_name, data_files=task.data_files, split=split_name)
+        ds = datasets.load_dataset(task.hf_path, task.hf_name, data_files=_local_data_files(cfg, task.data_files),
+                                   split=split_name)
     except Exception as err:  # the hub, the network or the files: all the user's to fix
         raise UserError(f"tasks.{name}: cannot load dataset {task.hf_path!r}/{task.hf_name!r} split {split_name!r}: "
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     cols = task.columns.model_dump(exclude_none=True)
     names = {}
-    for key, spec in cols.items():
+    for spec in cols.values():
         feature = ds.features.get(spec) if isinstance(spec, str) else None
         inner = getattr(feature, "feature", feature)  # Sequence(ClassLabel) for NER tags
         if hasattr(inner, "names"):
@@ -268,7 +283,7 @@ def read_split(cfg: Config, name: str, split: str, path_override: str | None = N
     """All examples of one task's split ('train', 'dev' or 'test')."""
     task = cfg.tasks[name]
     if task.format == "hf" and path_override is None:
-        source, rows = f"{task.hf_path}:{getattr(task, split)}", _read_hf(task, split, name)
+        source, rows = f"{task.hf_path}:{getattr(task, split)}", _read_hf(cfg, task, split, name)
     else:
         rel = path_override or getattr(task, split)
         if rel is None:

@@ -76,6 +76,12 @@ def roc_auc(y_true, y_pred, probas=None) -> float:
         return 0.5
     if probas.shape[1] == 2:
         return float(skm.roc_auc_score(y_true, probas[:, 1]))
+    present = np.unique(y_true)
+    if len(present) < probas.shape[1]:
+        # one-vs-rest AUC of a class with no gold example is undefined (sklearn gives NaN): average the others
+        log.warning("roc_auc: %d of %d classes have no gold example; AUC is averaged over the %d present",
+                    probas.shape[1] - len(present), probas.shape[1], len(present))
+        return float(np.mean([skm.roc_auc_score(y_true == k, probas[:, k]) for k in present]))
     return float(skm.roc_auc_score(y_true, probas, multi_class="ovr", labels=list(range(probas.shape[1]))))
 
 

@@ -46,11 +46,13 @@ def quiet_transformers() -> None:
 
 
 def load_encoder(name: str):
+    quiet_transformers()
     return _load(AutoModel, name, "encoder")
 
 
 def load_saved_encoder(path: Path):
     """A run's own encoder, from safetensors only (a pickled checkpoint is refused, never unpickled)."""
+    quiet_transformers()
     return AutoModel.from_pretrained(path, use_safetensors=True)
 
 
