@@ -40,6 +40,7 @@ class Columns(_Strict):
     tokens: Column | None = None
     tags: Column | None = None
     label: Column | None = None
+    id: Column | None = None  # carried into prediction files (the minBERT format needs it)
 
 
 class TaskConfig(_Strict):
@@ -64,6 +65,12 @@ class TaskConfig(_Strict):
     metric: str | list[str] | None = None
     # head and loss
     pooling: Literal["cls", "pooler", "mean"] = "cls"
+    # pair tasks: one sequence with [SEP] between (cross), or each text encoded alone, pooled and
+    # concatenated (separate, minBERT's paraphrase and similarity heads)
+    pair_encoding: Literal["cross", "separate"] = "cross"
+    loss: Literal["cross_entropy", "bce"] = "cross_entropy"  # bce: two classes, one logit, sigmoid
+    output_activation: Literal["none", "relu"] = "none"  # regression: minBERT's similarity head ends in ReLU
+    dataset: str | None = None  # display name in comparison tables
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     class_weights: list[float] | Literal["balanced"] | None = None
     loss_weight: Annotated[float, Field(gt=0)] = 1.0
@@ -97,6 +104,12 @@ class TaskConfig(_Strict):
                     f"columns.{name} is required for {self.type} tasks; name the column "
                     "(a header name, a 0-based index, or a JSON key)"
                 )
+        if self.pair_encoding == "separate" and c.text_pair is None:
+            raise ValueError("pair_encoding 'separate' encodes text and text_pair apart; columns.text_pair is required")
+        if self.loss == "bce" and self.type != "classification":
+            raise ValueError(f"loss 'bce' is for two-class classification, not {self.type}")
+        if self.output_activation != "none" and self.type != "regression":
+            raise ValueError(f"output_activation applies to regression tasks, not {self.type}")
         if self.format == "hf" and not self.hf_path:
             raise ValueError("format 'hf' needs hf_path, the dataset's hub name or local folder (e.g. hf_path: glue)")
         if self.format != "hf" and not (self.train or self.dev or self.test):
@@ -116,7 +129,9 @@ class TrainingConfig(_Strict):
     steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
     batch_size: Annotated[int, Field(gt=0)] = 32
     eval_batch_size: Annotated[int, Field(gt=0)] = 64
-    schedule: Literal["proportional", "uniform", "annealed", "round_robin"] = "proportional"
+    schedule: Literal["proportional", "uniform", "annealed", "round_robin", "minbert_round_robin"] = "proportional"
+    keep_remainder: bool = False  # minbert_round_robin: spread the batches the floor would drop over the epoch
+    mode: Literal["pretrain", "finetune"] | None = None  # minBERT presets, see _mode_presets
     lr: Annotated[float, Field(gt=0)] = 5e-5
     head_lr: Annotated[float, Field(gt=0)] | None = None
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
@@ -136,6 +151,25 @@ class TrainingConfig(_Strict):
     threads: Annotated[int, Field(gt=0)] | None = None
     progress: bool = True
 
+    @model_validator(mode="after")
+    def _mode_presets(self):
+        """minBERT's modes: pretrain = frozen encoder, lr 1e-3; finetune = everything trains, lr 1e-5.
+        A key set explicitly in the config wins over the preset."""
+        if self.mode:
+            preset = {"pretrain": {"freeze_encoder": True, "lr": 1e-3},
+                      "finetune": {"freeze_encoder": False, "lr": 1e-5}}[self.mode]
+            for key, value in preset.items():
+                if key not in self.model_fields_set:
+                    setattr(self, key, value)
+        return self
+
+    @model_validator(mode="after")
+    def _minbert_schedule(self):
+        if self.schedule == "minbert_round_robin" and self.gradient_accumulation_steps != 1:
+            raise ValueError("schedule 'minbert_round_robin' is a fixed sequence of batches an epoch; "
+                             "set gradient_accumulation_steps: 1 (or use batch sizes instead)")
+        return self
+
     @field_validator("target_metric")
     @classmethod
     def _target(cls, value: str):
@@ -146,6 +180,7 @@ class TrainingConfig(_Strict):
 
 class Config(_Strict):
     backbone: str = "minilm"
+    backbone_impl: Literal["hf", "minbert"] = "hf"  # transformers' AutoModel, or our own BERT (modeling/minbert.py)
     data_dir: str = "."
     run_dir: str | None = None
     seed: int = 42
@@ -387,13 +422,17 @@ def check_data_files(cfg: Config, source: str = "config") -> None:
                 )
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Config:
-    raw = read_config_file(path)
-    raw = apply_overrides(raw, overrides or [])
+def load_raw(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """The config as a dict, after overrides, variables and task_defaults, before validation."""
+    raw = apply_overrides(read_config_file(path), overrides or [])
     try:
-        raw = merge_task_defaults(substitute_variables(raw))
+        return merge_task_defaults(substitute_variables(raw))
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
+
+
+def finish(raw: dict, path: str | Path, check_files: bool = True) -> Config:
+    """Validate a raw config and resolve its paths."""
     cfg = validate(raw, str(path))
     cfg.data_dir = str(Path(cfg.data_dir).resolve())
     if cfg.run_dir is None:
@@ -401,6 +440,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None, check_file
     if check_files:
         check_data_files(cfg, str(path))
     return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Config:
+    return finish(load_raw(path, overrides), path, check_files)
 
 
 __all__ = ["Config", "TaskConfig", "TrainingConfig", "Columns", "TASK_TYPES", "load_config", "validate"]

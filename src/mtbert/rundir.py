@@ -64,15 +64,18 @@ def model_dir(run_dir: str | Path) -> Path:
     return found
 
 
-def load_model(run_dir: str | Path) -> tuple[Config, MultiTaskModel, object, dict]:
-    """(config, model in eval mode, tokenizer, labels) from a run dir; no training data needed."""
+def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[Config, MultiTaskModel, object, dict]:
+    """(config, model in eval mode, tokenizer, labels) from a run dir; no training data needed.
+    `backbone_impl` loads the encoder with another implementation than it was trained with."""
     from transformers import AutoTokenizer
 
     path = model_dir(run_dir)
     cfg = validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path / "config.yaml"))
     labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))
     # safetensors only: no pickle from a run dir is ever unpickled
-    encoder = load_saved_encoder(path / "encoder")
+    if backbone_impl:
+        cfg.backbone_impl = backbone_impl
+    encoder = load_saved_encoder(path / "encoder", cfg.backbone_impl)
     tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
     hidden = encoder.config.hidden_size
     heads = {name: build_head(task, hidden, labels.get(name)) for name, task in cfg.tasks.items()}

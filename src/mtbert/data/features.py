@@ -70,8 +70,12 @@ def _label_id(ex: Example, label: str, label_ids: dict[str, int], name: str) -> 
 
 
 def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
-           labels: list[str] | None = None, name: str = "", with_labels: bool = True) -> list[Feature]:
-    """Tokenise a whole split in one call of the fast tokenizer."""
+           labels: list[str] | None = None, name: str = "", with_labels: bool = True,
+           pair_encoding: str = "cross") -> list[Feature]:
+    """Tokenise a whole split in one call of the fast tokenizer.
+
+    Multiple choice and `pair_encoding: separate` give a group of sequences per example (one per choice,
+    or text and text_pair); everything else one sequence."""
     label_ids = {label: i for i, label in enumerate(labels or [])}
     if task_type == "sequence_labeling":
         enc = tokenizer([ex.tokens for ex in examples], is_split_into_words=True, truncation=True,
@@ -102,16 +106,22 @@ def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
                     ex.label if with_labels else None)
             for i, ex in enumerate(examples)
         ]
+    labels_of = [None] * len(examples)
+    if with_labels:
+        labels_of = [_label_id(ex, ex.label, label_ids, name) if task_type == "classification" else float(ex.label)
+                     for ex in examples]
     pairs = [ex.text_pair for ex in examples] if examples and examples[0].text_pair is not None else None
+    if pairs is not None and pair_encoding == "separate":
+        # each text encoded alone: a group of two sequences, like two choices of a multiple-choice example
+        enc_a = tokenizer([ex.text for ex in examples], truncation=True, max_length=max_length,
+                          return_token_type_ids=True)
+        enc_b = tokenizer(pairs, truncation=True, max_length=max_length, return_token_type_ids=True)
+        return [Feature([enc_a["input_ids"][i], enc_b["input_ids"][i]],
+                        [enc_a["token_type_ids"][i], enc_b["token_type_ids"][i]], labels_of[i])
+                for i in range(len(examples))]
     enc = tokenizer([ex.text for ex in examples], pairs, truncation=True, max_length=max_length,
                     return_token_type_ids=True)
-    feats = []
-    for i, ex in enumerate(examples):
-        label = None
-        if with_labels:
-            label = _label_id(ex, ex.label, label_ids, name) if task_type == "classification" else float(ex.label)
-        feats.append(Feature(enc["input_ids"][i], enc["token_type_ids"][i], label))
-    return feats
+    return [Feature(enc["input_ids"][i], enc["token_type_ids"][i], labels_of[i]) for i in range(len(examples))]
 
 
 def _pad(rows: list[list[int]], value: int, width: int) -> list[list[int]]:
@@ -119,8 +129,8 @@ def _pad(rows: list[list[int]], value: int, width: int) -> list[list[int]]:
 
 
 def collate(task_type: str, feats: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a batch to its longest member. Multiple choice gives (batch, choices, length)."""
-    if task_type == "multiple_choice":
+    """Pad a batch to its longest member. Grouped features (choices, separate pairs) give (batch, group, length)."""
+    if isinstance(feats[0].input_ids[0], list):
         n = len(feats[0].input_ids)
         flat = [ids for f in feats for ids in f.input_ids]
         types = [t for f in feats for t in f.token_type_ids]

@@ -41,6 +41,7 @@ class Example:
     label: Any = None
     source: str = ""
     line: int = 0
+    id: str | None = None
 
     @property
     def where(self) -> str:
@@ -83,6 +84,10 @@ def _row_to_example(task: TaskConfig, get) -> Example:
         if c.question is not None:
             ex.question = _text(get("question"), "question")
         ex.choices = [_text(v, "choice") for v in get("choices")]
+    if c.id is not None:
+        ex.id = str(get("id")).strip()
+    if c.label is None:  # unlabeled inputs (e.g. minBERT's *-test-student.csv), read for prediction
+        return ex
     raw_label = get("label")
     if raw_label is None or (isinstance(raw_label, str) and not raw_label.strip()):
         raise BadRow("blank label")
@@ -279,9 +284,12 @@ def _read_hf(cfg: Config, task: TaskConfig, split: str, name: str) -> Iterator[t
         yield i, _record_getter(record, cols)
 
 
-def read_split(cfg: Config, name: str, split: str, path_override: str | None = None) -> list[Example]:
-    """All examples of one task's split ('train', 'dev' or 'test')."""
+def read_split(cfg: Config, name: str, split: str, path_override: str | None = None,
+               with_labels: bool = True) -> list[Example]:
+    """All examples of one task's split ('train', 'dev' or 'test'); `with_labels=False` reads inputs only."""
     task = cfg.tasks[name]
+    if not with_labels and task.type != "sequence_labeling":
+        task = task.model_copy(update={"columns": task.columns.model_copy(update={"label": None})})
     if task.format == "hf" and path_override is None:
         source, rows = f"{task.hf_path}:{getattr(task, split)}", _read_hf(cfg, task, split, name)
     else:

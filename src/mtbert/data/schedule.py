@@ -4,6 +4,7 @@
 - uniform:      p_i = 1 / T
 - annealed:     DeepPavlov's anneal, p_i ~ n_i ** a with a = 1 - 0.8 * epoch / epochs
 - round_robin:  tasks in config order, one batch each
+- minbert_round_robin: Eq. (1) of the minBERT report, see `minbert_sequence`
 """
 
 from __future__ import annotations
@@ -12,11 +13,37 @@ import random
 
 import numpy as np
 
-SCHEDULES = ("proportional", "uniform", "annealed", "round_robin")
+SCHEDULES = ("proportional", "uniform", "annealed", "round_robin", "minbert_round_robin")
+
+
+def minbert_sequence(batches_per_task: dict[str, int], keep_remainder: bool = False) -> tuple[list[str], dict[str, float]]:
+    """One epoch of minBERT's schedule and its loss weights.
+
+    B_min batches of the smallest task; R_i = floor(B_i / B_min). Each of the B_min rounds is one batch
+    of the smallest task, then R_i batches of each other task (config order); task i's loss is weighted
+    by 1 / R_i. The floor drops B_i - R_i * B_min batches of task i an epoch (the report's footnote);
+    with `keep_remainder` those batches are spread evenly over the rounds instead, so every example is
+    seen once an epoch.
+    """
+    smallest = min(batches_per_task, key=batches_per_task.get)
+    b_min = batches_per_task[smallest]
+    ratio = {t: n // b_min for t, n in batches_per_task.items()}
+    others = [t for t in batches_per_task if t != smallest]
+    sequence = []
+    for k in range(b_min):
+        sequence.append(smallest)
+        for t in others:
+            extra = 0
+            if keep_remainder:
+                left = batches_per_task[t] - ratio[t] * b_min
+                extra = (k + 1) * left // b_min - k * left // b_min
+            sequence += [t] * (ratio[t] + extra)
+    return sequence, {t: 1.0 / r for t, r in ratio.items()}
 
 
 class TaskSchedule:
-    def __init__(self, kind: str, batches_per_task: dict[str, int], epochs: float, seed: int):
+    def __init__(self, kind: str, batches_per_task: dict[str, int], epochs: float, seed: int,
+                 keep_remainder: bool = False):
         if kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {kind!r}")
         self.kind = kind
@@ -24,6 +51,17 @@ class TaskSchedule:
         self.sizes = np.array([batches_per_task[t] for t in self.tasks], dtype=float)
         self.epochs = epochs
         self.rng = np.random.default_rng(seed)
+        self.sequence, self.weights = None, {}
+        if kind == "minbert_round_robin":
+            self.sequence, self.weights = minbert_sequence(batches_per_task, keep_remainder)
+
+    @property
+    def epoch_aligned(self) -> bool:
+        """True when an epoch is a fixed sequence of batches, so batch streams restart with each epoch."""
+        return self.sequence is not None
+
+    def weight(self, task: str) -> float:
+        return self.weights.get(task, 1.0)
 
     def probabilities(self, epoch: int) -> np.ndarray:
         if self.kind == "uniform":
@@ -35,6 +73,8 @@ class TaskSchedule:
         return p / p.sum()
 
     def task_for(self, step: int, epoch: int) -> str:
+        if self.sequence is not None:
+            return self.sequence[step % len(self.sequence)]
         if self.kind == "round_robin":
             return self.tasks[step % len(self.tasks)]
         return self.tasks[int(self.rng.choice(len(self.tasks), p=self.probabilities(epoch)))]
@@ -52,6 +92,10 @@ class BatchStream:
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
+
+    def restart(self) -> None:
+        """Drop what is left of this pass; the next batch starts a freshly shuffled one."""
+        self.queue = []
 
     def next(self) -> list[int]:
         if not self.queue:

@@ -34,7 +34,7 @@ def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id
         with amp():
             out = model(task, batch).float()
         if task_type in ("classification", "multiple_choice"):
-            out = torch.softmax(out, dim=-1)
+            out = model.heads[task].probas(out)
         for i, row in zip(idx, out.numpy(), strict=True):
             outputs[i] = row
     model.train(was_training)

@@ -24,8 +24,9 @@ INPUT_FIELDS = {
 
 
 class Predictor:
-    def __init__(self, run_dir: str | Path, precision: str = "auto", batch_size: int = 64):
-        self.cfg, self.model, self.tokenizer, self.labels = load_model(run_dir)
+    def __init__(self, run_dir: str | Path, precision: str = "auto", batch_size: int = 64,
+                 backbone_impl: str | None = None):
+        self.cfg, self.model, self.tokenizer, self.labels = load_model(run_dir, backbone_impl)
         self.batch_size = batch_size
         self.amp = partial(autocast, resolve_precision(precision, torch.device("cpu")), torch.device("cpu"))
 
@@ -72,7 +73,7 @@ class Predictor:
         if not examples:
             return TaskPredictions(labels=[])
         feats = encode(spec.type, examples, self.tokenizer, self.cfg.max_length_for(task), self.labels.get(task),
-                       task, with_labels=False)
+                       task, with_labels=False, pair_encoding=spec.pair_encoding)
         return predict_task(self.model, task, feats, self.batch_size, self.tokenizer.pad_token_id or 0,
                             self.labels.get(task), self.amp)
 

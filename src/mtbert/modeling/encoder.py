@@ -45,14 +45,43 @@ def quiet_transformers() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def load_encoder(name: str):
+def _minbert_folder(name: str) -> Path:
+    """A local folder for minbert: the name itself, or the hub snapshot's config and safetensors."""
+    path = Path(resolve_backbone(name))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as err:  # offline, unknown repo, no network: the user's to fix
+        raise UserError(f"backbone '{name}': not a local folder and cannot be downloaded for minbert "
+                        f"({type(err).__name__}); use 'minilm' or a folder with config.json and model.safetensors") from None
+
+
+def _minbert(path: Path, name: str):
+    from mtbert.modeling.minbert import MinBert
+
+    try:
+        return MinBert.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"backbone '{name}' with backbone_impl minbert: {err}") from None
+
+
+def load_encoder(name: str, impl: str = "hf"):
+    """The pretrained encoder: transformers' AutoModel (`hf`) or our own BERT (`minbert`)."""
     quiet_transformers()
+    if impl == "minbert":
+        return _minbert(_minbert_folder(name), name)
     return _load(AutoModel, name, "encoder")
 
 
-def load_saved_encoder(path: Path):
-    """A run's own encoder, from safetensors only (a pickled checkpoint is refused, never unpickled)."""
+def load_saved_encoder(path: Path, impl: str = "hf"):
+    """A run's own encoder, from safetensors only (a pickled checkpoint is refused, never unpickled).
+    Both implementations read the same HF-format folder, so a run loads with either."""
     quiet_transformers()
+    if impl == "minbert":
+        return _minbert(path, str(path))
     return AutoModel.from_pretrained(path, use_safetensors=True)
 
 

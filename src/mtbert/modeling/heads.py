@@ -21,37 +21,77 @@ def pool(kind: str, hidden: torch.Tensor, pooler_output: torch.Tensor | None, ma
 
 
 class Head(nn.Module):
-    def __init__(self, hidden_size: int, num_outputs: int, pooling: str = "cls", dropout: float = 0.1):
+    """Pools the encoder output to one vector per example and maps it to `num_outputs`.
+
+    Inputs come grouped when an example is several sequences (`groups` > 1): the choices of a
+    multiple-choice example, or text and text_pair encoded apart (`pair_separate`), whose pooled
+    vectors are concatenated, [u; v], as in minBERT's paraphrase and similarity heads.
+    """
+
+    def __init__(self, hidden_size: int, num_outputs: int, pooling: str = "cls", dropout: float = 0.1,
+                 pair_separate: bool = False):
         super().__init__()
         self.pooling = pooling
+        self.pair_separate = pair_separate
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, num_outputs)
+        self.out = nn.Linear(hidden_size * (2 if pair_separate else 1), num_outputs)
 
-    def pooled(self, hidden, pooler_output, mask):
-        return self.dropout(pool(self.pooling, hidden, pooler_output, mask))
+    def pooled(self, hidden, pooler_output, mask, groups: int = 1):
+        x = pool(self.pooling, hidden, pooler_output, mask)
+        if self.pair_separate:
+            x = x.reshape(-1, groups * x.shape[-1])
+        return self.dropout(x)
+
+    def probas(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(out, dim=-1)
 
 
 class ClassificationHead(Head):
-    def __init__(self, hidden_size, num_labels, pooling="cls", dropout=0.1, class_weights=None):
-        super().__init__(hidden_size, num_labels, pooling, dropout)
+    """Cross-entropy over the classes, or (`bce`) one logit with a sigmoid and binary cross-entropy."""
+
+    def __init__(self, hidden_size, num_labels, pooling="cls", dropout=0.1, class_weights=None,
+                 pair_separate=False, bce=False):
+        if bce and num_labels != 2:
+            raise ValueError(f"loss 'bce' needs exactly two classes, not {num_labels}")
+        super().__init__(hidden_size, 1 if bce else num_labels, pooling, dropout, pair_separate)
+        self.bce = bce
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float))
 
-    def forward(self, hidden, pooler_output, mask):
-        return self.out(self.pooled(hidden, pooler_output, mask))
+    def forward(self, hidden, pooler_output, mask, groups=1):
+        logits = self.out(self.pooled(hidden, pooler_output, mask, groups))
+        return logits.squeeze(-1) if self.bce else logits
 
     def loss(self, logits, labels):
+        if self.bce:
+            weight = None if self.class_weights is None else self.class_weights[labels]
+            return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), weight=weight)
         return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+
+    def probas(self, out):
+        if self.bce:
+            p = torch.sigmoid(out)
+            return torch.stack([1 - p, p], dim=-1)
+        return torch.softmax(out, dim=-1)
 
 
 class RegressionHead(Head):
-    def __init__(self, hidden_size, pooling="cls", dropout=0.1):
-        super().__init__(hidden_size, 1, pooling, dropout)
+    def __init__(self, hidden_size, pooling="cls", dropout=0.1, pair_separate=False, relu=False,
+                 target_mean: float = 0.0):
+        super().__init__(hidden_size, 1, pooling, dropout, pair_separate)
+        self.relu = relu
+        # start at the mean target: faster, and a ReLU output cannot start dead (all zeros, no gradient),
+        # the failure the minBERT report saw as a NaN Pearson
+        nn.init.constant_(self.out.bias, target_mean)
 
-    def forward(self, hidden, pooler_output, mask):
-        return self.out(self.pooled(hidden, pooler_output, mask)).squeeze(-1)
+    def forward(self, hidden, pooler_output, mask, groups=1):
+        score = self.out(self.pooled(hidden, pooler_output, mask, groups)).squeeze(-1)
+        return F.relu(score) if self.relu else score
 
     def loss(self, scores, labels):
         return F.mse_loss(scores.float(), labels)
+
+    def probas(self, out):
+        return out
 
 
 class MultipleChoiceHead(Head):
@@ -60,8 +100,8 @@ class MultipleChoiceHead(Head):
     def __init__(self, hidden_size, pooling="cls", dropout=0.1):
         super().__init__(hidden_size, 1, pooling, dropout)
 
-    def forward(self, hidden, pooler_output, mask, num_choices: int):
-        return self.out(self.pooled(hidden, pooler_output, mask)).view(-1, num_choices)
+    def forward(self, hidden, pooler_output, mask, groups=1):
+        return self.out(self.pooled(hidden, pooler_output, mask)).view(-1, groups)
 
     def loss(self, logits, labels):
         return F.cross_entropy(logits.float(), labels)
@@ -71,19 +111,23 @@ class SequenceLabelingHead(Head):
     def __init__(self, hidden_size, num_labels, dropout=0.1):
         super().__init__(hidden_size, num_labels, "cls", dropout)
 
-    def forward(self, hidden, pooler_output, mask):
+    def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.dropout(hidden))
 
     def loss(self, logits, labels):
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
 
-def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=None) -> Head:
-    """`task` is a TaskConfig; `labels` the task's label vocabulary (classification, sequence labeling)."""
+def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=None, target_mean: float = 0.0) -> Head:
+    """`task` is a TaskConfig; `labels` the task's label vocabulary (classification, sequence labeling);
+    `target_mean` the mean training target of a regression task."""
+    separate = task.pair_encoding == "separate"
     if task.type == "classification":
-        return ClassificationHead(hidden_size, len(labels), task.pooling, task.dropout, class_weights)
+        return ClassificationHead(hidden_size, len(labels), task.pooling, task.dropout, class_weights,
+                                  separate, task.loss == "bce")
     if task.type == "regression":
-        return RegressionHead(hidden_size, task.pooling, task.dropout)
+        return RegressionHead(hidden_size, task.pooling, task.dropout, separate, task.output_activation == "relu",
+                              target_mean)
     if task.type == "multiple_choice":
         return MultipleChoiceHead(hidden_size, task.pooling, task.dropout)
     return SequenceLabelingHead(hidden_size, len(labels), task.dropout)

@@ -21,11 +21,12 @@ class MultiTaskModel(nn.Module):
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         head = self.heads[task]
-        if self.task_types[task] == "multiple_choice":
-            n = ids.shape[1]
+        if ids.dim() == 3:
+            # grouped sequences (choices, or separately encoded pairs): one encoder pass over all of them
+            groups = ids.shape[1]
             flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # noqa: E731
             hidden, pooled = self.encode(flat(ids), flat(mask), flat(types))
-            return head(hidden, pooled, flat(mask), n)
+            return head(hidden, pooled, flat(mask), groups)
         hidden, pooled = self.encode(ids, mask, types)
         return head(hidden, pooled, mask)
 

@@ -31,7 +31,8 @@ def write_report(run_dir: Path, cfg: Config, summary: dict) -> None:
     best = summary["best"]
     lines = [f"# mtbert run: {run_dir.name}", "",
              f"- backbone: `{cfg.backbone}`; tasks: {', '.join(cfg.tasks)}",
-             f"- steps: {summary['steps']}; training time: {summary['train_seconds']:.0f} s; "
+             f"- steps: {summary['steps']}; training time: {summary['train_seconds']:.0f} s "
+             f"(+ {summary['eval_seconds']:.0f} s evaluating); "
              f"precision: {summary['precision']}; schedule: {cfg.training.schedule}", ""]
     if best:
         lines += [f"Best evaluation at step {best['step']} (epoch {best['epoch']}), target "

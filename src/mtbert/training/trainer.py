@@ -68,10 +68,11 @@ def prepare_data(cfg: Config, tokenizer, need_train: bool = True) -> dict[str, T
         labels = build_labels(task.type, train, task.labels, task.num_labels, name)
         td = TaskData(name, task, labels, train)
         max_len = cfg.max_length_for(name)
-        td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name) if train else []
+        td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name, pair_encoding=task.pair_encoding) if train else []
         if task.dev or (task.format == "hf" and task.dev is not None):
             td.dev = read_split(cfg, name, "dev")
-            td.dev_feats = encode(task.type, td.dev, tokenizer, max_len, labels, name)
+            td.dev_feats = encode(task.type, td.dev, tokenizer, max_len, labels, name,
+                                  pair_encoding=task.pair_encoding)
         data[name] = td
         log.info("task %s (%s): %d train, %d dev examples%s", name, task.type, len(train), len(td.dev),
                  f", {len(labels)} labels" if labels else "")
@@ -92,9 +93,11 @@ def class_weights(td: TaskData) -> list[float] | None:
 
 
 def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
-    encoder = load_encoder(cfg.backbone)
+    encoder = load_encoder(cfg.backbone, cfg.backbone_impl)
     hidden = encoder.config.hidden_size
-    heads = {name: build_head(td.cfg, hidden, td.labels, class_weights(td)) for name, td in data.items()}
+    heads = {name: build_head(td.cfg, hidden, td.labels, class_weights(td),
+                              float(np.mean([f.label for f in td.train_feats])) if td.type == "regression" else 0.0)
+             for name, td in data.items()}
     model = MultiTaskModel(encoder, heads, {n: td.type for n, td in data.items()})
     if cfg.training.freeze_encoder:
         model.encoder.requires_grad_(False)
@@ -243,11 +246,15 @@ def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
         for i, (name, td) in enumerate(data.items())
     }
     accum = t.gradient_accumulation_steps
-    steps_per_epoch = t.steps_per_epoch or max(1, sum(len(s) for s in streams.values()) // accum)
+    schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, t.epochs, cfg.seed,
+                            t.keep_remainder)
+    if schedule.epoch_aligned:
+        steps_per_epoch = len(schedule.sequence)
+    else:
+        steps_per_epoch = t.steps_per_epoch or max(1, sum(len(s) for s in streams.values()) // accum)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
-    epochs = total_steps / steps_per_epoch
+    schedule.epochs = epochs = total_steps / steps_per_epoch
     eval_every = t.eval_every or steps_per_epoch
-    schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, epochs, cfg.seed)
     optimizer = make_optimizer(model, cfg)
     lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr)
 
@@ -266,13 +273,17 @@ def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
     loss_curve: list[tuple[int, str, float]] = []
     dev_curve: list[dict] = []
     ema: dict[str, float] = {}
-    start = time.time()
+    steps_per_task: dict[str, int] = defaultdict(int)
+    start, eval_seconds = time.time(), 0.0
     bar = tqdm(total=total_steps, disable=not t.progress, desc="train", dynamic_ncols=True)
     step = 0
     for step in range(total_steps):
         epoch = step // steps_per_epoch
+        if schedule.epoch_aligned and step % steps_per_epoch == 0:
+            for stream in streams.values():
+                stream.restart()
         task = schedule.task_for(step, epoch)
-        td, weight = data[task], data[task].cfg.loss_weight
+        td, weight = data[task], data[task].cfg.loss_weight * schedule.weight(task)
         lr_schedule.set(step)
         step_loss = 0.0
         for _ in range(accum):
@@ -289,6 +300,7 @@ def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
 
+        steps_per_task[task] += 1
         loss_sums[task][0] += step_loss
         loss_sums[task][1] += 1
         loss_curve.append((step + 1, task, step_loss))
@@ -298,6 +310,7 @@ def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
 
         last = step + 1 == total_steps
         if has_dev and ((step + 1) % eval_every == 0 or last):
+            eval_start = time.time()
             scores, outputs = evaluate_all(model, data, cfg, pad_id, amp)
             target = target_value(t.target_metric, scores, primary, custom_outputs(data, outputs))
             record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "lr": lr_schedule.lr,
@@ -323,14 +336,17 @@ def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
                         if lr_schedule.drop():
                             log.info("no improvement for %d evaluations: learning rate divided by %g",
                                      t.lr_drop_patience, t.lr_drop_div)
+            eval_seconds += time.time() - eval_start
             if t.patience and bad_evals >= t.patience:
                 bar.write(f"early stop at step {step + 1}: no improvement for {t.patience} evaluations")
                 break
     bar.close()
-    train_seconds = time.time() - start
+    train_seconds = time.time() - start - eval_seconds
     if not has_dev:
         save_model(run_dir, model, tokenizer, cfg, labels)
     summary = {"run_dir": str(run_dir), "steps": step + 1, "train_seconds": round(train_seconds, 1),
+               "eval_seconds": round(eval_seconds, 1),
+               "train_examples": sum(cfg.batch_size(t) * n for t, n in steps_per_task.items()) * accum,
                "best": best_eval, "baseline": baseline_scores(cfg, data), "primary": primary,
                "precision": precision}
     write_report(run_dir, cfg, summary)
