@@ -215,3 +215,15 @@ def test_modes_are_presets_on_freeze_encoder_and_lr():
     assert training(mode="finetune", lr=3e-5).lr == 3e-5  # an explicit key wins
     with pytest.raises(Exception, match="gradient_accumulation_steps"):
         training(schedule="minbert_round_robin", gradient_accumulation_steps=2)
+
+
+def test_sbert_pair_combine_adds_interaction_features(tiny_bert):
+    task = _task(type="regression", pair_encoding="separate", pair_combine="sbert",
+                 columns={"text": 0, "text_pair": 1, "label": 2})
+    head = build_head(task, 32, None, target_mean=2.5)
+    assert head.out.in_features == 4 * 32 and head.out.bias.item() == 2.5
+    head.eval()
+    hidden = torch.randn(6, 5, 32)  # 3 pairs, each text encoded alone
+    x = head.pooled(hidden, None, torch.ones(6, 5), groups=2)
+    u, v = hidden[0::2, 0], hidden[1::2, 0]
+    assert torch.allclose(x, torch.cat([u, v, (u - v).abs(), u * v], dim=-1))

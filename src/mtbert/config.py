@@ -68,6 +68,7 @@ class TaskConfig(_Strict):
     # pair tasks: one sequence with [SEP] between (cross), or each text encoded alone, pooled and
     # concatenated (separate, minBERT's paraphrase and similarity heads)
     pair_encoding: Literal["cross", "separate"] = "cross"
+    pair_combine: Literal["concat", "sbert"] = "concat"  # separate pairs: [u; v], or [u; v; |u-v|; u*v]
     loss: Literal["cross_entropy", "bce"] = "cross_entropy"  # bce: two classes, one logit, sigmoid
     output_activation: Literal["none", "relu"] = "none"  # regression: minBERT's similarity head ends in ReLU
     dataset: str | None = None  # display name in comparison tables

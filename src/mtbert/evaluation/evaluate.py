@@ -22,23 +22,32 @@ class TaskPredictions:
 
 
 @torch.inference_mode()
-def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id: int,
-                 labels: list[str] | None, amp) -> TaskPredictions:
-    task_type = model.task_types[task]
+def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int,
+                  labels: dict[str, list[str] | None], amp) -> dict[str, TaskPredictions]:
+    """Predict several tasks that take the same input with one encoder pass per batch. Batches are sorted
+    by length (less padding) and the results put back in input order."""
     was_training = model.training
     model.eval()
-    outputs: list = [None] * len(feats)
+    outputs: dict[str, list] = {t: [None] * len(feats) for t in tasks}
+    collate_as = model.task_types[tasks[0]]
     for idx in sorted_batches(feats, batch_size):
-        batch = collate(task_type, [feats[i] for i in idx], pad_id)
+        batch = collate(collate_as, [feats[i] for i in idx], pad_id)
         batch.pop("labels", None)
         with amp():
-            out = model(task, batch).float()
-        if task_type in ("classification", "multiple_choice"):
-            out = model.heads[task].probas(out)
-        for i, row in zip(idx, out.numpy(), strict=True):
-            outputs[i] = row
+            outs = model.forward_heads(tasks, batch)
+        for task, out in outs.items():
+            out = out.float()
+            if model.task_types[task] in ("classification", "multiple_choice"):
+                out = model.heads[task].probas(out)
+            for i, row in zip(idx, out.numpy(), strict=True):
+                outputs[task][i] = row
     model.train(was_training)
-    return decode(task_type, outputs, feats, labels)
+    return {t: decode(model.task_types[t], outputs[t], feats, labels.get(t)) for t in tasks}
+
+
+def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id: int,
+                 labels: list[str] | None, amp) -> TaskPredictions:
+    return predict_tasks(model, [task], feats, batch_size, pad_id, {task: labels}, amp)[task]
 
 
 def decode(task_type: str, outputs: list, feats: list[Feature], labels: list[str] | None) -> TaskPredictions:

@@ -11,7 +11,7 @@ import torch
 from mtbert.data.features import encode
 from mtbert.data.readers import Example
 from mtbert.errors import UserError
-from mtbert.evaluation.evaluate import TaskPredictions, predict_task
+from mtbert.evaluation.evaluate import TaskPredictions, predict_task, predict_tasks
 from mtbert.modeling.precision import autocast, resolve_precision
 from mtbert.rundir import load_model
 
@@ -79,8 +79,47 @@ class Predictor:
 
     def predict(self, task: str, inputs: list, return_probas: bool = False) -> list[dict]:
         """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request."""
-        spec = self._task(task)
-        preds = self.predict_raw(task, inputs)
+        return self._results(task, self.predict_raw(task, inputs), return_probas)
+
+    def single_text_tasks(self) -> list[str]:
+        """Tasks that read one text: single-text classification and regression, and sequence labeling."""
+        return [n for n, t in self.cfg.tasks.items()
+                if t.type == "sequence_labeling" or (t.type in ("classification", "regression") and t.columns.text_pair is None)]
+
+    def predict_all(self, texts: list[str], tasks: list[str] | None = None,
+                    return_probas: bool = False) -> list[dict[str, dict]]:
+        """Every single-text head (or those in `tasks`) on each text, from one encoder pass per batch.
+
+        The text is split on whitespace into words, which gives the sequence-labeling heads their word
+        alignment and the sentence heads the same sub-tokens as plain tokenisation (BERT's pre-tokenizer
+        splits on whitespace first), so the answers equal the per-task path."""
+        shared = self.single_text_tasks()
+        tasks = list(tasks) if tasks else shared
+        for t in tasks:
+            self._task(t)
+            if t not in shared:
+                raise UserError(f"task {t} does not take a single text; predict it with its own inputs "
+                                f"(tasks answering a text: {', '.join(shared)})")
+        if not tasks:
+            raise UserError("this model has no task that takes a single text")
+        examples = []
+        for i, text in enumerate(texts, 1):
+            if isinstance(text, dict):
+                text = text.get("text")
+            if not isinstance(text, str) or not text.split():
+                raise UserError(f"input {i}: expected a non-empty text")
+            examples.append(Example(tokens=text.split()))
+        if not examples:
+            return []
+        max_length = max(self.cfg.max_length_for(t) for t in tasks)
+        feats = encode("sequence_labeling", examples, self.tokenizer, max_length, with_labels=False)
+        preds = predict_tasks(self.model, tasks, feats, self.batch_size, self.tokenizer.pad_token_id or 0,
+                              self.labels, self.amp)
+        per_task = {t: self._results(t, preds[t], return_probas) for t in tasks}
+        return [{t: per_task[t][i] for t in tasks} for i in range(len(examples))]
+
+    def _results(self, task: str, preds: TaskPredictions, return_probas: bool) -> list[dict]:
+        spec = self.cfg.tasks[task]
         out = []
         for i, label in enumerate(preds.labels):
             if spec.type == "regression":

@@ -29,17 +29,23 @@ class Head(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_outputs: int, pooling: str = "cls", dropout: float = 0.1,
-                 pair_separate: bool = False):
+                 pair_separate: bool = False, pair_combine: str = "concat"):
         super().__init__()
         self.pooling = pooling
         self.pair_separate = pair_separate
+        self.pair_combine = pair_combine
+        width = {"concat": 2, "sbert": 4}[pair_combine] if pair_separate else 1
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size * (2 if pair_separate else 1), num_outputs)
+        self.out = nn.Linear(hidden_size * width, num_outputs)
 
     def pooled(self, hidden, pooler_output, mask, groups: int = 1):
         x = pool(self.pooling, hidden, pooler_output, mask)
         if self.pair_separate:
-            x = x.reshape(-1, groups * x.shape[-1])
+            pair = x.reshape(-1, 2, x.shape[-1])
+            u, v = pair[:, 0], pair[:, 1]
+            # concat: minBERT's [u; v]. sbert: Sentence-BERT's [u; v; |u - v|; u * v], whose interaction
+            # terms let a linear layer compare the two texts (with [u; v] alone the score is f(u) + g(v))
+            x = torch.cat([u, v] if self.pair_combine == "concat" else [u, v, (u - v).abs(), u * v], dim=-1)
         return self.dropout(x)
 
     def probas(self, out: torch.Tensor) -> torch.Tensor:
@@ -50,10 +56,10 @@ class ClassificationHead(Head):
     """Cross-entropy over the classes, or (`bce`) one logit with a sigmoid and binary cross-entropy."""
 
     def __init__(self, hidden_size, num_labels, pooling="cls", dropout=0.1, class_weights=None,
-                 pair_separate=False, bce=False):
+                 pair_separate=False, bce=False, pair_combine="concat"):
         if bce and num_labels != 2:
             raise ValueError(f"loss 'bce' needs exactly two classes, not {num_labels}")
-        super().__init__(hidden_size, 1 if bce else num_labels, pooling, dropout, pair_separate)
+        super().__init__(hidden_size, 1 if bce else num_labels, pooling, dropout, pair_separate, pair_combine)
         self.bce = bce
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float))
 
@@ -76,8 +82,8 @@ class ClassificationHead(Head):
 
 class RegressionHead(Head):
     def __init__(self, hidden_size, pooling="cls", dropout=0.1, pair_separate=False, relu=False,
-                 target_mean: float = 0.0):
-        super().__init__(hidden_size, 1, pooling, dropout, pair_separate)
+                 target_mean: float = 0.0, pair_combine="concat"):
+        super().__init__(hidden_size, 1, pooling, dropout, pair_separate, pair_combine)
         self.relu = relu
         # start at the mean target: faster, and a ReLU output cannot start dead (all zeros, no gradient),
         # the failure the minBERT report saw as a NaN Pearson
@@ -124,10 +130,10 @@ def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=N
     separate = task.pair_encoding == "separate"
     if task.type == "classification":
         return ClassificationHead(hidden_size, len(labels), task.pooling, task.dropout, class_weights,
-                                  separate, task.loss == "bce")
+                                  separate, task.loss == "bce", task.pair_combine)
     if task.type == "regression":
         return RegressionHead(hidden_size, task.pooling, task.dropout, separate, task.output_activation == "relu",
-                              target_mean)
+                              target_mean, task.pair_combine)
     if task.type == "multiple_choice":
         return MultipleChoiceHead(hidden_size, task.pooling, task.dropout)
     return SequenceLabelingHead(hidden_size, len(labels), task.dropout)

@@ -19,16 +19,19 @@ class MultiTaskModel(nn.Module):
         return out.last_hidden_state, getattr(out, "pooler_output", None)
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_heads([task], batch)[task]
+
+    def forward_heads(self, tasks: list[str], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One encoder pass, every head in `tasks` on its output (they must take the same kind of input)."""
         ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
-        head = self.heads[task]
+        groups = 1
         if ids.dim() == 3:
             # grouped sequences (choices, or separately encoded pairs): one encoder pass over all of them
             groups = ids.shape[1]
             flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # noqa: E731
-            hidden, pooled = self.encode(flat(ids), flat(mask), flat(types))
-            return head(hidden, pooled, flat(mask), groups)
+            ids, mask, types = flat(ids), flat(mask), flat(types)
         hidden, pooled = self.encode(ids, mask, types)
-        return head(hidden, pooled, mask)
+        return {task: self.heads[task](hidden, pooled, mask, groups) for task in tasks}
 
     def loss(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.heads[task].loss(self(task, batch), batch["labels"])
