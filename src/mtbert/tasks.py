@@ -29,6 +29,3 @@ def check_metric_name(name: str) -> None:
     if name not in METRICS:
         raise ValueError(f"unknown metric '{name}'; use one of {', '.join(METRICS)} or 'module:function'")
 
-
-def is_pair(columns) -> bool:
-    return columns.text_pair is not None

@@ -1,0 +1,27 @@
+"""bf16 only where the hardware has it; fp32 untouched by autocast."""
+
+from __future__ import annotations
+
+import torch
+
+from mtbert.modeling import precision
+
+
+def test_auto_picks_bf16_only_when_supported(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
+    assert precision.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: True)
+    assert precision.resolve_precision("auto", cpu) == "bf16"
+    assert precision.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_fp32_runs_without_autocast_and_bf16_with_it():
+    cpu = torch.device("cpu")
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+    with precision.autocast("fp32", cpu):
+        assert lin(x).dtype == torch.float32
+        assert torch.equal(lin(x), x @ lin.weight.T + lin.bias)
+    with precision.autocast("bf16", cpu):
+        assert lin(x).dtype == torch.bfloat16
