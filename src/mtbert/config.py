@@ -151,6 +151,9 @@ class TrainingConfig(_Strict):
     length_grouping: bool = True
     threads: Annotated[int, Field(gt=0)] | None = None
     progress: bool = True
+    checkpoint_every: Annotated[int, Field(gt=0)] | None = None  # steps; checkpoints are also written at every evaluation
+    keep_checkpoints: Annotated[int, Field(gt=0)] = 2
+    on_nonfinite_loss: Literal["skip", "stop"] = "skip"
 
     @model_validator(mode="after")
     def _mode_presets(self):

@@ -72,6 +72,12 @@ class TaskSchedule:
             p = self.sizes.copy()
         return p / p.sum()
 
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
     def task_for(self, step: int, epoch: int) -> str:
         if self.sequence is not None:
             return self.sequence[step % len(self.sequence)]
@@ -92,6 +98,15 @@ class BatchStream:
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
+
+    def state(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "queue": self.queue}
+
+    def set_state(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.queue = [list(b) for b in state["queue"]]
 
     def restart(self) -> None:
         """Drop what is left of this pass; the next batch starts a freshly shuffled one."""

@@ -10,9 +10,10 @@ import json
 import logging
 import math
 import random
+import signal
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -26,12 +27,13 @@ from mtbert.data.readers import Example, read_split
 from mtbert.data.schedule import BatchStream, TaskSchedule
 from mtbert.errors import UserError
 from mtbert.evaluation.evaluate import TaskPredictions, predict_task, score_task, target_value
-from mtbert.io import append_line
+from mtbert.io import append_line, atomic_write_text
 from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_precision
 from mtbert.rundir import save_model, write_config
+from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
 from mtbert.training.report import write_curves, write_report
 
 log = logging.getLogger("mtbert")
@@ -222,8 +224,64 @@ class _quiet:
         log.setLevel(self.level)
 
 
-def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
-    """Train from a validated config; returns the best evaluation and where the run was written."""
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written at `step`."""
+
+    def __init__(self, step: int, run_dir: Path, signum: int):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.run_dir, self.signum = step, run_dir, signum
+
+
+@dataclass
+class TrainState:
+    """Everything about the loop that a checkpoint must carry besides weights, optimiser and RNGs."""
+
+    step: int = 0
+    best: float = -math.inf
+    best_eval: dict | None = None
+    bad_evals: int = 0
+    best_for_drop: float = -math.inf
+    bad_for_drop: int = 0
+    lr_factor: float = 1.0
+    loss_sums: dict = field(default_factory=dict)  # task -> [sum, count] since the last evaluation
+    loss_curve: list = field(default_factory=list)  # (step, task, loss)
+    dev_curve: list = field(default_factory=list)
+    ema: dict = field(default_factory=dict)
+    steps_per_task: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    nonfinite_steps: int = 0
+    done: bool = False
+
+
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so it can checkpoint and exit."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __enter__(self):
+        self.previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) -> dict:
+    """Train from a validated config; returns the best evaluation and where the run was written.
+
+    With `resume`, continue from the run dir's latest checkpoint: the result is identical to a run
+    that was never interrupted (on CPU)."""
     t = cfg.training
     run_dir = Path(run_dir or cfg.run_dir)
     if t.threads:
@@ -259,96 +317,133 @@ def train(cfg: Config, run_dir: str | Path | None = None) -> dict:
     lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, cfg)
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("", encoding="utf-8")
+    state = TrainState()
+    if resume and (found := checkpoints(run_dir)):
+        saved = load_checkpoint(found[-1], model, optimizer)
+        if saved.pop("fingerprint") != fingerprint(cfg):
+            raise UserError(f"{run_dir}: its checkpoint was made with a different config; "
+                            "resume with the same config, or --overwrite to start again")
+        schedule.set_state(saved.pop("schedule"))
+        for name, stream_state in saved.pop("streams").items():
+            streams[name].set_state(stream_state)
+        state = TrainState(**saved)
+        # evaluations after the checkpoint will run again: drop their lines
+        kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= state.step] if metrics_path.exists() else []
+        atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+        log.info("resuming %s from step %d (%s)", run_dir, state.step, found[-1].name)
+    else:
+        metrics_path.write_text("", encoding="utf-8")
+    write_config(run_dir, cfg)
+    lr_schedule.factor = state.lr_factor
     labels = {n: td.labels for n, td in data.items() if td.labels}
     primary = {n: metric_names(cfg, n)[0] for n in data}
     has_dev = any(td.dev_feats for td in data.values())
     log.info("training %d steps (%d per epoch, %.2g epochs), schedule %s, precision %s, run dir %s",
              total_steps, steps_per_epoch, epochs, t.schedule, precision, run_dir)
 
-    best, best_eval, bad_evals, bad_for_drop, best_for_drop = -math.inf, None, 0, 0, -math.inf
-    loss_sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    loss_curve: list[tuple[int, str, float]] = []
-    dev_curve: list[dict] = []
-    ema: dict[str, float] = {}
-    steps_per_task: dict[str, int] = defaultdict(int)
-    start, eval_seconds = time.time(), 0.0
-    bar = tqdm(total=total_steps, disable=not t.progress, desc="train", dynamic_ncols=True)
-    step = 0
-    for step in range(total_steps):
-        epoch = step // steps_per_epoch
-        if schedule.epoch_aligned and step % steps_per_epoch == 0:
-            for stream in streams.values():
-                stream.restart()
-        task = schedule.task_for(step, epoch)
-        td, weight = data[task], data[task].cfg.loss_weight * schedule.weight(task)
-        lr_schedule.set(step)
-        step_loss = 0.0
-        for _ in range(accum):
-            idx = streams[task].next()
-            batch = collate(td.type, [td.train_feats[i] for i in idx], pad_id)
-            with amp():
-                loss = model.loss(task, batch)
-            (loss * weight / accum).backward()
-            step_loss += loss.item() / accum
-        if not math.isfinite(step_loss):
-            raise UserError(f"non-finite loss {step_loss} on task {task} at step {step + 1}; lower training.lr")
-        if t.clip_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], t.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
+    def checkpoint() -> None:
+        state.lr_factor = lr_schedule.factor
+        payload = {**asdict(state), "fingerprint": fingerprint(cfg), "schedule": schedule.state(),
+                   "streams": {n: s.state() for n, s in streams.items()}}
+        save_checkpoint(run_dir, state.step, model, optimizer, payload, t.keep_checkpoints)
 
-        steps_per_task[task] += 1
-        loss_sums[task][0] += step_loss
-        loss_sums[task][1] += 1
-        loss_curve.append((step + 1, task, step_loss))
-        ema[task] = step_loss if task not in ema else 0.9 * ema[task] + 0.1 * step_loss
-        bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
-        bar.update(1)
-
-        last = step + 1 == total_steps
-        if has_dev and ((step + 1) % eval_every == 0 or last):
-            eval_start = time.time()
-            scores, outputs = evaluate_all(model, data, cfg, pad_id, amp)
-            target = target_value(t.target_metric, scores, primary, custom_outputs(data, outputs))
-            record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "lr": lr_schedule.lr,
-                      "train_loss": {k: v[0] / max(v[1], 1) for k, v in loss_sums.items()},
-                      "dev": scores, "target": target, "elapsed_s": round(time.time() - start, 1)}
-            append_line(metrics_path, json.dumps(record))
-            dev_curve.append(record)
-            loss_sums.clear()
-            bar.write(f"step {step + 1}: target {target:.4f} | " +
-                      " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
-            if target > best:
-                best, best_eval, bad_evals = target, record, 0
-                save_model(run_dir, model, tokenizer, cfg, labels)
+    def evaluate() -> bool:
+        """Score dev, log it, keep the best model; True when early stopping says stop."""
+        scores, outputs = evaluate_all(model, data, cfg, pad_id, amp)
+        target = target_value(t.target_metric, scores, primary, custom_outputs(data, outputs))
+        record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "lr": lr_schedule.lr,
+                  "train_loss": {k: v[0] / max(v[1], 1) for k, v in state.loss_sums.items()},
+                  "dev": scores, "target": target}
+        append_line(metrics_path, json.dumps(record))
+        state.dev_curve.append(record)
+        state.loss_sums = {}
+        bar.write(f"step {state.step}: target {target:.4f} | " +
+                  " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
+        if target > state.best:
+            state.best, state.best_eval, state.bad_evals = target, record, 0
+            save_model(run_dir, model, tokenizer, cfg, labels)
+        else:
+            state.bad_evals += 1
+        if t.lr_drop_patience:
+            if target > state.best_for_drop:
+                state.best_for_drop, state.bad_for_drop = target, 0
             else:
-                bad_evals += 1
-            if t.lr_drop_patience:
-                if target > best_for_drop:
-                    best_for_drop, bad_for_drop = target, 0
-                else:
-                    bad_for_drop += 1
-                    if bad_for_drop >= t.lr_drop_patience:
-                        bad_for_drop = 0
-                        if lr_schedule.drop():
-                            log.info("no improvement for %d evaluations: learning rate divided by %g",
-                                     t.lr_drop_patience, t.lr_drop_div)
-            eval_seconds += time.time() - eval_start
-            if t.patience and bad_evals >= t.patience:
-                bar.write(f"early stop at step {step + 1}: no improvement for {t.patience} evaluations")
-                break
+                state.bad_for_drop += 1
+                if state.bad_for_drop >= t.lr_drop_patience:
+                    state.bad_for_drop = 0
+                    if lr_schedule.drop():
+                        log.info("no improvement for %d evaluations: learning rate divided by %g",
+                                 t.lr_drop_patience, t.lr_drop_div)
+        if t.patience and state.bad_evals >= t.patience:
+            bar.write(f"early stop at step {state.step}: no improvement for {t.patience} evaluations")
+            return True
+        return False
+
+    bar = tqdm(total=total_steps, initial=state.step, disable=not t.progress, desc="train", dynamic_ncols=True)
+    with _StopSignals() as signals:
+        while not state.done and state.step < total_steps:
+            tick = time.time()
+            step = state.step
+            epoch = step // steps_per_epoch
+            if schedule.epoch_aligned and step % steps_per_epoch == 0:
+                for stream in streams.values():
+                    stream.restart()
+            task = schedule.task_for(step, epoch)
+            td, weight = data[task], data[task].cfg.loss_weight * schedule.weight(task)
+            lr_schedule.set(step)
+            step_loss = 0.0
+            for _ in range(accum):
+                idx = streams[task].next()
+                batch = collate(td.type, [td.train_feats[i] for i in idx], pad_id)
+                with amp():
+                    loss = model.loss(task, batch)
+                (loss * weight / accum).backward()
+                step_loss += loss.item() / accum
+            state.step += 1
+            if math.isfinite(step_loss):
+                if t.clip_norm:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], t.clip_norm)
+                optimizer.step()
+                state.steps_per_task[task] = state.steps_per_task.get(task, 0) + 1
+                sums = state.loss_sums.setdefault(task, [0.0, 0])
+                sums[0] += step_loss
+                sums[1] += 1
+                state.loss_curve.append((state.step, task, step_loss))
+                state.ema[task] = step_loss if task not in state.ema else 0.9 * state.ema[task] + 0.1 * step_loss
+                bar.set_postfix({k: f"{v:.3f}" for k, v in state.ema.items()}, refresh=False)
+            elif t.on_nonfinite_loss == "stop":
+                raise UserError(f"non-finite loss ({step_loss}) on task {task} at step {state.step}; lower "
+                                "training.lr, or set training.on_nonfinite_loss: skip")
+            else:
+                state.nonfinite_steps += 1
+                log.warning("non-finite loss (%s) on task %s at step %d: step skipped (%d so far)",
+                            step_loss, task, state.step, state.nonfinite_steps)
+            optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
+            bar.update(1)
+            state.train_seconds += time.time() - tick
+
+            due = has_dev and (state.step % eval_every == 0 or state.step == total_steps)
+            if due:
+                tick = time.time()
+                state.done = evaluate()
+                state.eval_seconds += time.time() - tick
+            state.done = state.done or state.step == total_steps
+            if due or state.done or (t.checkpoint_every and state.step % t.checkpoint_every == 0) or signals.signum:
+                checkpoint()
+            if signals.signum and not state.done:
+                bar.close()
+                raise TrainingInterrupted(state.step, run_dir, signals.signum)
     bar.close()
-    train_seconds = time.time() - start - eval_seconds
     if not has_dev:
         save_model(run_dir, model, tokenizer, cfg, labels)
-    summary = {"run_dir": str(run_dir), "steps": step + 1, "train_seconds": round(train_seconds, 1),
-               "eval_seconds": round(eval_seconds, 1),
-               "train_examples": sum(cfg.batch_size(t) * n for t, n in steps_per_task.items()) * accum,
-               "best": best_eval, "baseline": baseline_scores(cfg, data), "primary": primary,
+    summary = {"run_dir": str(run_dir), "steps": state.step, "train_seconds": round(state.train_seconds, 1),
+               "eval_seconds": round(state.eval_seconds, 1),
+               "train_examples": sum(cfg.batch_size(n) * k for n, k in state.steps_per_task.items()) * accum,
+               "nonfinite_steps": state.nonfinite_steps,
+               "best": state.best_eval, "baseline": baseline_scores(cfg, data), "primary": primary,
                "precision": precision}
     write_report(run_dir, cfg, summary)
-    write_curves(run_dir, loss_curve, dev_curve, primary)
+    write_curves(run_dir, state.loss_curve, state.dev_curve, primary)
     return summary
