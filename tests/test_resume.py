@@ -164,3 +164,40 @@ def test_nonfinite_loss_is_skipped_and_counted_or_stops(toy_config, tmp_path, mo
     calls["n"] = 0
     with pytest.raises(UserError, match=r"non-finite loss \(nan\) on task \w+ at step 3"):
         train(validate(_config(toy_config, max_steps=6, on_nonfinite_loss="stop")), tmp_path / "b")
+
+
+def test_safetensors_io_error_is_reported_like_a_full_disk(toy_config, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from mtbert.training import checkpoint as ck
+
+    def fail(*a, **k):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ck, "save_file", fail)
+    with pytest.raises(UserError, match="cannot write checkpoint at step 4 .*No space left"):
+        train(validate(_config(toy_config, max_steps=4, checkpoint_every=None)), tmp_path / "run")
+
+
+def test_model_write_failure_keeps_the_previous_best_model(toy_config, tmp_path, monkeypatch):
+    from mtbert import rundir
+
+    run = tmp_path / "run"
+    train(validate(_config(toy_config, max_steps=4, checkpoint_every=None)), run)
+    before = load_file(run / "model/heads.safetensors")
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "save_file", full)
+    with pytest.raises(UserError, match="cannot write the model .*previous best model is intact"):
+        rundir.save_model(run, *_trained_parts(run))
+    after = load_file(run / "model/heads.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _trained_parts(run):
+    from mtbert.rundir import load_model
+
+    cfg, model, tok, labels = load_model(run)
+    return model, tok, cfg, labels

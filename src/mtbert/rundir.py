@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mtbert.config import Config, validate
@@ -50,7 +51,11 @@ def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, lab
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
 
-    atomic_write_dir(run_dir / MODEL, write)
+    try:
+        atomic_write_dir(run_dir / MODEL, write)
+    except (OSError, SafetensorError) as err:  # full disk, read-only run dir: the previous model/ is intact
+        raise UserError(f"{run_dir}: cannot write the model ({getattr(err, 'strerror', None) or err}); "
+                        "the previous best model is intact. Free space or fix permissions, then resume") from None
 
 
 def model_dir(run_dir: str | Path) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mtbert.errors import UserError
@@ -72,10 +73,11 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
 
     try:
         atomic_write_dir(path, write)
-    except OSError as err:
+    except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error type
         previous = checkpoints(run_dir)
         kept = f"; the previous checkpoint {previous[-1].name} is intact" if previous else ""
-        raise UserError(f"{run_dir}: cannot write checkpoint at step {step} ({err.strerror or err}){kept}. "
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UserError(f"{run_dir}: cannot write checkpoint at step {step} ({reason}){kept}. "
                         "Free space or fix permissions, then resume with --resume") from None
     for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
