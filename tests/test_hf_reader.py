@@ -47,3 +47,25 @@ def test_unreachable_hub_dataset_is_a_clear_error(tmp_path, monkeypatch):
         "columns": {"text": "s", "label": "y"}}}})
     with pytest.raises(UserError, match="tasks.t: cannot load dataset 'no-such-user/no-such-dataset'"):
         read_split(cfg, "t", "train")
+
+
+def test_choice_index_stays_an_index_and_hidden_labels_are_blank(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    feats = Features({"premise": Value("string"), "choice1": Value("string"), "choice2": Value("string"),
+                      "label": ClassLabel(names=["choice1", "choice2"])})
+    Dataset.from_dict({"premise": ["It rained."], "choice1": ["Wet."], "choice2": ["Dry."], "label": [0]},
+                      features=feats).to_parquet(tmp_path / "copa.parquet")
+    cfg = validate({"data_dir": str(tmp_path), "tasks": {"copa": {
+        "type": "multiple_choice", "format": "hf", "hf_path": "parquet", "train": "train",
+        "data_files": {"train": "copa.parquet"},
+        "columns": {"text": "premise", "choices": ["choice1", "choice2"], "label": "label"}}}})
+    assert read_split(cfg, "copa", "train")[0].label == 0
+
+    glue = Features({"sentence": Value("string"), "label": ClassLabel(names=["unacceptable", "acceptable"])})
+    Dataset.from_dict({"sentence": ["a", "b"], "label": [1, -1]}, features=glue).to_parquet(tmp_path / "t.parquet")
+    cfg = validate({"data_dir": str(tmp_path), "tasks": {"cola": {
+        "type": "classification", "format": "hf", "hf_path": "parquet", "train": "train", "on_bad_rows": "skip",
+        "data_files": {"train": "t.parquet"}, "columns": {"text": "sentence", "label": "label"}}}})
+    examples = read_split(cfg, "cola", "train")
+    assert [e.label for e in examples] == ["acceptable"]  # the -1 row is a blank label, skipped

@@ -201,3 +201,20 @@ def _trained_parts(run):
 
     cfg, model, tok, labels = load_model(run)
     return model, tok, cfg, labels
+
+
+def test_run_dir_config_does_not_import_custom_metrics(toy_config, tmp_path, monkeypatch):
+    """A run dir from elsewhere must not run code on load: its config's module:function is not imported."""
+    from mtbert.rundir import load_model
+
+    mod = tmp_path / "evil_metric.py"
+    mod.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef m(y_true, y_pred):\n    return 0.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = _config(toy_config, max_steps=2, checkpoint_every=None)
+    raw["tasks"]["sent"]["metric"] = ["accuracy"]
+    train(validate(raw), tmp_path / "run")
+    saved = tmp_path / "run/model/config.yaml"
+    saved.write_text(saved.read_text().replace("- accuracy", "- evil_metric:m", 1))
+    cfg, *_ = load_model(tmp_path / "run")
+    assert cfg.tasks["sent"].metrics[0] == "evil_metric:m"
+    assert not (tmp_path / "ran").exists()

@@ -1,4 +1,4 @@
-"""`mtbert train | evaluate | predict`. User mistakes print one line and exit 2; bugs keep their traceback."""
+"""`mtbert train | evaluate | predict | compare | convert`. User mistakes print one line and exit 2; bugs keep their traceback."""
 
 from __future__ import annotations
 
@@ -11,29 +11,90 @@ from pathlib import Path
 
 from mtbert import __version__
 from mtbert.errors import UserError
-from mtbert.modeling.encoder import quiet_transformers
 
 log = logging.getLogger("mtbert")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
-    log.setLevel(logging.INFO)
-    quiet_transformers()
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    log.setLevel(level)
+    # transformers' own logging module, not the models: `serve --engine onnx` must not import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def cmd_train(args) -> int:
-    from mtbert.config import load_config
-    from mtbert.training.trainer import train
+    from mtbert.training.checkpoint import checkpoints, fingerprint, latest_fingerprint
+    from mtbert.training.trainer import TrainingInterrupted, train
 
-    cfg = load_config(args.config, args.set)
-    if args.run_dir:
-        cfg.run_dir = args.run_dir
+    cfg, targets = _train_config(args)
+    if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
+        raise UserError("--resume RUN_DIR names the run dir already; drop --run-dir")
+    if args.run_dir or args.resume:
+        cfg.run_dir = args.run_dir or args.resume
     run_dir = Path(cfg.run_dir)
-    _fresh_run_dir(run_dir, args.overwrite)
-    summary = train(cfg, run_dir)
+    resume = False
+    if args.resume:
+        if not checkpoints(run_dir):
+            raise UserError(f"--resume {run_dir}: no checkpoint there to resume from")
+        resume = True
+    elif checkpoints(run_dir) and not args.overwrite and latest_fingerprint(run_dir) == fingerprint(cfg):
+        log.info("%s holds a checkpoint of this config: resuming it (--overwrite starts again)", run_dir)
+        resume = True
+    else:
+        _fresh_run_dir(run_dir, args.overwrite)
+    try:
+        summary = train(cfg, run_dir, resume=resume)
+    except TrainingInterrupted as stop:
+        print(f"mtbert: interrupted at step {stop.step}; a checkpoint is saved. Resume with: "
+              f"mtbert train {args.config} --resume {stop.run_dir}", file=sys.stderr)
+        return 128 + stop.signum
     print((run_dir / "report.md").read_text(encoding="utf-8"))
     print(f"run dir: {summary['run_dir']}")
+    if "test" in targets:  # DeepPavlov's evaluation_targets
+        with_test = [name for name, task in cfg.tasks.items() if task.test is not None]
+        if with_test:
+            cmd_evaluate(argparse.Namespace(run_dir=str(run_dir), split="test", data=[], task=with_test, batch_size=64,
+                                            custom_metrics=True))  # the config the user just trained with
+        else:
+            log.warning("evaluation_targets names test, but no task has a test split; evaluated on dev only")
+    return 0
+
+
+def _train_config(args):
+    """The config to train, and the splits to evaluate afterwards: an mtbert config as it is, or a DeepPavlov
+    config converted on the fly (`mtbert convert` writes the same conversion once)."""
+    from mtbert.compat.deeppavlov import convert, evaluation_targets, is_deeppavlov_config
+    from mtbert.config import apply_overrides, finish, load_config, read_config_file
+
+    raw = read_config_file(args.config)
+    if not is_deeppavlov_config(raw):
+        return load_config(args.config, args.set), []
+    log.info("%s: a DeepPavlov config; converted to mtbert's (mtbert convert %s -o config.yaml writes it out)",
+             args.config, args.config)
+    return finish(apply_overrides(convert(raw, args.config), args.set), args.config), evaluation_targets(raw)
+
+
+def cmd_convert(args) -> int:
+    from mtbert.compat.deeppavlov import convert, is_deeppavlov_config, to_yaml
+    from mtbert.config import finish, read_config_file
+    from mtbert.io import atomic_write_text
+
+    raw = read_config_file(args.config)
+    if not is_deeppavlov_config(raw):
+        raise UserError(f"{args.config}: not a DeepPavlov config (no chainer or multitask dataset_reader); "
+                        "mtbert reads its own configs as they are")
+    converted = convert(raw, args.config)
+    finish(converted, args.config, check_files=False)  # only write what mtbert accepts
+    text = to_yaml(converted, args.config, raw)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.output, text)
+        log.info("wrote %s; train it with: mtbert train %s", args.output, args.output)
     return 0
 
 
@@ -75,6 +136,16 @@ def _parse_data(items: list[str], tasks) -> dict[str, str]:
     return out
 
 
+def _trusted_metrics(task: str, metrics: list[str], allow_custom: bool) -> list[str]:
+    """A run dir's `module:function` metrics are code named by whoever trained it: run them only when asked."""
+    custom = [m for m in metrics if ":" in m]
+    if custom and not allow_custom:
+        log.warning("task %s: custom metric(s) %s from the run dir not run; pass --custom-metrics to run them",
+                    task, ", ".join(custom))
+        metrics = [m for m in metrics if ":" not in m] or ["accuracy"]
+    return metrics
+
+
 def cmd_evaluate(args) -> int:
     from mtbert.data.features import encode
     from mtbert.data.readers import read_split
@@ -98,8 +169,9 @@ def cmd_evaluate(args) -> int:
                        pair_encoding=task.pair_encoding)
         preds = predict_task(predictor.model, name, feats, args.batch_size, predictor.tokenizer.pad_token_id or 0,
                              labels, predictor.amp)
-        scores[name] = score_task(task.type, task.metrics, examples, preds, labels)
-        primary[name] = task.metrics[0]
+        metrics = _trusted_metrics(name, task.metrics, args.custom_metrics)
+        scores[name] = score_task(task.type, metrics, examples, preds, labels)
+        primary[name] = metrics[0]
     if not scores:
         raise UserError(f"nothing to evaluate: no task has a {args.split} split; pass --data TASK=PATH")
     print(results_table(scores, primary, types={n: cfg.tasks[n].type for n in scores}))
@@ -116,7 +188,16 @@ def _read_inputs(source: str):
         except OSError as err:
             raise UserError(f"--input {source}: cannot read ({err.strerror})") from None
     with stream:
-        for line_no, line in enumerate(stream, 1):
+        line_no = 0
+        while True:
+            try:
+                line = stream.readline()
+            except UnicodeDecodeError as err:
+                raise UserError(f"{source} line {line_no + 1}: not valid UTF-8 ({err.reason}); "
+                                "re-save the file as UTF-8") from None
+            if not line:
+                return
+            line_no += 1
             if not line.strip():
                 continue
             try:
@@ -171,10 +252,12 @@ def predict_split(predictor, args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from mtbert.inference.predictor import Predictor
+    from mtbert.inference.engines import load_predictor
     from mtbert.io import atomic_write
 
-    predictor = Predictor(args.run_dir, batch_size=args.batch_size)
+    predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size)
+    if args.all:
+        return cmd_predict_all(predictor, args)
     if args.split:
         return predict_split(predictor, args)
     if not args.task:
@@ -217,6 +300,37 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_predict_all(predictor, args) -> int:
+    """--all: every single-text head on each input text, streamed (inference/batch.py)."""
+    from mtbert.inference.batch import predict_all_file
+
+    if args.task or args.split or args.format != "jsonl":
+        raise UserError("--all predicts every task that takes a single text on --input; drop --task, --split "
+                        "and --format")
+    n = predict_all_file(predictor, args.input, args.output, args.skip_existing, args.probas,
+                         progress=not args.quiet)
+    log.info("predicted %d texts%s", n, f" into {args.output}" if args.output else "")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from mtbert.inference.engines import load_predictor
+
+    try:
+        from mtbert.inference.server import serve
+    except ImportError:
+        raise UserError("mtbert serve needs fastapi and uvicorn: pip install 'mtbert[serve]'") from None
+    serve(load_predictor(args.run_dir, args.engine), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from mtbert.inference.export import export_onnx
+
+    print(export_onnx(args.run_dir, args.output, args.quantize))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
     p.add_argument("--version", action="version", version=f"mtbert {__version__}")
@@ -229,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set training.lr=3e-5 (repeatable)")
     t.add_argument("--run-dir", help="where to write the run (default: the config's run_dir, or runs/<config name>)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in the run dir")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
+                   "(a run dir holding a checkpoint of the same config is resumed without it)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="score a trained run on dev or test data")
@@ -237,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", action="append", default=[], metavar="TASK=PATH", help="evaluate TASK on this file")
     e.add_argument("--task", action="append", help="only this task (repeatable)")
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--custom-metrics", action="store_true",
+                   help="run the run dir's module:function metrics (they import and run code it names)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="predict a task for JSON Lines inputs, or every task on the config's files")
@@ -250,7 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --split: JSON Lines, or the minBERT project's 'id , prediction' csv files")
     r.add_argument("--probas", action="store_true", help="add class probabilities (DeepPavlov's return_probas)")
     r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--all", action="store_true", help="every task that takes a single text, on each input text")
+    r.add_argument("--skip-existing", action="store_true",
+                   help="with --all: keep the answers already in --output and predict only the rest")
+    r.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run the bundle of mtbert export (RUN_DIR/onnx, or its folder) with onnxruntime")
     r.set_defaults(func=cmd_predict)
+
+    v = sub.add_parser("convert", help="convert a DeepPavlov multitask config to an mtbert config")
+    v.add_argument("config", help="DeepPavlov config (JSON)")
+    v.add_argument("-o", "--output", default="-", help="YAML file to write (atomically), or - for stdout (default)")
+    v.set_defaults(func=cmd_convert)
 
     c = sub.add_parser("compare", help="train multi-task and single-task models per mode; write a comparison table")
     c.add_argument("config")
@@ -259,6 +387,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--run-dir", help="default: the config's run_dir + '-compare'")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("serve", help="serve a trained model over HTTP: REST API, web page, OpenAPI at /docs")
+    s.add_argument("run_dir", help="a run dir, or with --engine onnx an exported bundle")
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run the bundle of mtbert export (RUN_DIR/onnx, or its folder) with onnxruntime")
+    s.set_defaults(func=cmd_serve)
+
+    x = sub.add_parser("export", help="export a trained model (encoder and every head) as one ONNX graph")
+    x.add_argument("run_dir")
+    x.add_argument("--format", choices=["onnx"], default="onnx")
+    x.add_argument("--quantize", choices=["int8"], help="onnxruntime dynamic quantisation of the weights")
+    x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, or RUN_DIR/onnx-int8)")
+    x.set_defaults(func=cmd_export)
     return p
 
 

@@ -18,12 +18,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mtbert.errors import UserError
 from mtbert.tasks import TASK_TYPES, check_metric_name, default_metrics
 
 Column = int | str
+
+
+def _import_metrics(info: ValidationInfo) -> bool:
+    return (info.context or {}).get("import_metrics", True)
 
 
 class _Strict(BaseModel):
@@ -80,9 +92,9 @@ class TaskConfig(_Strict):
 
     @field_validator("metric")
     @classmethod
-    def _known_metric(cls, value):
+    def _known_metric(cls, value, info: ValidationInfo):
         for name in [value] if isinstance(value, str) else value or []:
-            check_metric_name(name)
+            check_metric_name(name, _import_metrics(info))
         return value
 
     @model_validator(mode="after")
@@ -93,6 +105,14 @@ class TaskConfig(_Strict):
             c.tags = -1 if c.tags is None else c.tags
             if self.type != "sequence_labeling":
                 raise ValueError(f"format 'conll' holds tagged tokens; it needs type 'sequence_labeling', not '{self.type}'")
+            for key in ("tokens", "tags"):
+                value = getattr(c, key)
+                if isinstance(value, str) and not re.fullmatch(r"\s*-?\d+\s*", value):
+                    raise ValueError(f"columns.{key}: format 'conll' has no header; give a 0-based column index "
+                                     f"(e.g. tokens: 0, tags: 3), not {value!r}")
+        if self.delimiter and (len(self.delimiter) != 1 or self.delimiter in "\r\n") and self.format in ("tsv", "csv"):
+            raise ValueError(f"delimiter {self.delimiter!r}: {self.format} files need a single character other than "
+                             "a line break, e.g. \"\\t\" or \",\"")
         needed = {
             "classification": ["text", "label"],
             "regression": ["text", "label"],
@@ -176,9 +196,9 @@ class TrainingConfig(_Strict):
 
     @field_validator("target_metric")
     @classmethod
-    def _target(cls, value: str):
+    def _target(cls, value: str, info: ValidationInfo):
         if value != "mean" and ":" in value:
-            check_metric_name(value)
+            check_metric_name(value, _import_metrics(info))
         return value
 
 
@@ -235,18 +255,110 @@ class Config(_Strict):
 # ---------------------------------------------------------------- loading
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int | None = None, first: int | None = None):
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+    def message(self, lines: bool = True) -> str:
+        where = f"line {self.line}: " if self.line and lines else ""
+        first = f" (already on line {self.first})" if self.first and lines else ""
+        return (f"{where}duplicate key '{self.key}'{first}; a key may appear only once in a mapping "
+                "(otherwise the last one silently wins): rename or remove one")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a config must not (a second task named
+    like the first would replace it silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults`: explicit keys may override merged ones
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, line, seen[key])
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader reports it below
+                    continue
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    """json's object_pairs_hook: refuse a key repeated within one object."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def _json_duplicate(text: str) -> _DuplicateKey | None:
+    """The first key repeated within one object of a valid JSON text, with its two lines
+    (json's hook knows the key, not where it is)."""
+    stack: list[dict | None] = []  # per open container: the keys seen so far (objects) or None (arrays)
+    expect_key, line, i = False, 1, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "{":
+            stack.append({})
+            expect_key = True
+        elif c == "[":
+            stack.append(None)
+            expect_key = False
+        elif c in "}]":
+            stack.pop()
+            expect_key = False
+        elif c == ",":
+            expect_key = bool(stack) and stack[-1] is not None
+        elif c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if expect_key:
+                key, keys = json.loads(text[i:j + 1]), stack[-1]
+                if key in keys:
+                    return _DuplicateKey(key, line, keys[key])
+                keys[key] = line
+                expect_key = False
+            i = j
+        i += 1
+    return None
+
+
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the config
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise UserError(f"{path}: line {line}: not valid UTF-8 ({err.reason}); re-save the config as UTF-8") from None
+    try:
+        if kind == "JSON":
+            try:
+                raw = json.loads(text, object_pairs_hook=_unique_pairs)
+            except _DuplicateKey as dup:
+                json.loads(text)  # a syntax error later in the file is reported first, as it would be anyway
+                raise _json_duplicate(text) or dup from None
+        else:
+            raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except _DuplicateKey as dup:
+        raise UserError(f"{path}: {dup.message()}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         detail = getattr(err, "problem", None) or getattr(err, "msg", None) or type(err).__name__
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else f"line {getattr(err, 'lineno', '?')}"
-        raise UserError(f"{path}: {where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {detail}") from None
+        raise UserError(f"{path}: {where}: not valid {kind}: {detail}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a mapping with at least a 'tasks' key")
     return raw
@@ -266,7 +378,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise UserError(f"--set {item!r}: '{part}' is not a mapping in the config")
             node = child
-        node[parts[-1]] = yaml.safe_load(value) if value else ""
+        try:
+            node[parts[-1]] = yaml.load(value, Loader=_UniqueKeyLoader) if value else ""
+        except _DuplicateKey as dup:
+            raise UserError(f"--set {item!r}: {dup.message(lines=False)}") from None
+        except yaml.YAMLError as err:
+            detail = getattr(err, "problem", None) or type(err).__name__
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({detail}); e.g. "
+                            "--set training.lr=3e-5 or --set 'tasks.t.metric=[accuracy, f1]'") from None
     return raw
 
 
@@ -397,14 +516,17 @@ def _format_error(err: dict, raw: dict | None = None) -> str:
     if kind == "missing":
         return f"{where}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check of the whole config: its message names the keys itself
+        return msg
     if kind in ("literal_error", "enum") or "type" in kind or kind.endswith("_parsing"):
         return f"{where}: {msg} (got {err.get('input')!r})"
     return f"{where}: {msg}"
 
 
-def validate(raw: dict, source: str = "config") -> Config:
+def validate(raw: dict, source: str = "config", import_metrics: bool = True) -> Config:
+    """`import_metrics=False` checks `module:function` metrics by form only, without importing them."""
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(raw, context={"import_metrics": import_metrics})
     except ValidationError as exc:
         messages = list(dict.fromkeys(_format_error(e, raw) for e in exc.errors()))
         # a value that fits no member of a union (int | str) yields one error per member: count places, not members

@@ -75,7 +75,9 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
     from transformers import AutoTokenizer
 
     path = model_dir(run_dir)
-    cfg = validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path / "config.yaml"))
+    # the saved config names custom metrics by reference only: loading a run never imports them
+    cfg = validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path / "config.yaml"),
+                   import_metrics=False)
     labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))
     # safetensors only: no pickle from a run dir is ever unpickled
     if backbone_impl:

@@ -18,9 +18,17 @@ def default_metrics(task_type: str) -> list[str]:
     return list(DEFAULT_METRICS[task_type])
 
 
-def check_metric_name(name: str) -> None:
-    """Raise ValueError (which the config turns into a key-path message) for an unknown metric."""
+def check_metric_name(name: str, import_custom: bool = True) -> None:
+    """Raise ValueError (which the config turns into a key-path message) for an unknown metric.
+
+    A `module:function` is imported to check it, unless `import_custom` is False: a run dir's saved config
+    is loaded without importing the code it names (a run dir from elsewhere must not run code on load)."""
     if ":" in name:
+        if not import_custom:
+            module, _, func = name.partition(":")
+            if not module or not func:
+                raise ValueError(f"metric '{name}': expected 'module.submodule:function'")
+            return
         try:
             resolve_custom(name)
         except Exception as err:  # UserError or anything the import raised

@@ -93,14 +93,17 @@ def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
             feats.append(Feature(enc["input_ids"][i], enc["token_type_ids"][i], tag_ids, word_ids))
         return feats
     if task_type == "multiple_choice":
-        counts = {len(ex.choices) for ex in examples}
-        if len(counts) > 1:
-            raise UserError(f"{examples[0].source}: task {name} has examples with {sorted(counts)} choices; "
-                            "every example needs the same number of choices")
+        n = len(examples[0].choices) if examples else 0
+        odd = next((i for i, ex in enumerate(examples) if len(ex.choices) != n), None)
+        if odd is not None:  # name the first example that differs, and the one it differs from
+            ex, first = examples[odd], examples[0]
+            where = ex.where or f"input {odd + 1}"
+            first_where = f"line {first.line}" if first.line else "input 1"
+            raise UserError(f"{where}: {len(ex.choices)} choices, but {first_where} has {n} (task {name}); "
+                            "every example of a multiple-choice task needs the same number of choices")
         firsts = [f"{ex.text} {ex.question}" if ex.question else ex.text for ex in examples for _ in ex.choices]
         seconds = [c for ex in examples for c in ex.choices]
         enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, return_token_type_ids=True)
-        n = counts.pop()
         return [
             Feature(enc["input_ids"][i * n:(i + 1) * n], enc["token_type_ids"][i * n:(i + 1) * n],
                     ex.label if with_labels else None)

@@ -84,6 +84,8 @@ def _row_to_example(task: TaskConfig, get) -> Example:
         if c.question is not None:
             ex.question = _text(get("question"), "question")
         ex.choices = [_text(v, "choice") for v in get("choices")]
+        if not ex.choices:
+            raise BadRow("no choices")
     if c.id is not None:
         ex.id = str(get("id")).strip()
     if c.label is None:  # unlabeled inputs (e.g. minBERT's *-test-student.csv), read for prediction
@@ -94,15 +96,15 @@ def _row_to_example(task: TaskConfig, get) -> Example:
     if task.type == "regression":
         try:
             ex.label = float(raw_label)
-        except (TypeError, ValueError):
-            raise BadRow(f"label {raw_label!r} is not a number") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer with 400 digits
+            raise BadRow(f"label {_short(raw_label)} is not a number") from None
         if not math.isfinite(ex.label):
             raise BadRow(f"label {raw_label!r} is not a finite number")
     elif task.type == "multiple_choice":
         try:
             index = float(raw_label)
-        except (TypeError, ValueError):
-            raise BadRow(f"label {raw_label!r} is not a choice index") from None
+        except (TypeError, ValueError, OverflowError):
+            raise BadRow(f"label {_short(raw_label)} is not a choice index") from None
         if not index.is_integer():
             raise BadRow(f"label {raw_label!r} is not a whole choice index")
         ex.label = int(index)
@@ -113,6 +115,12 @@ def _row_to_example(task: TaskConfig, get) -> Example:
         label = str(raw_label).strip()
         ex.label = label[:-2] if re.fullmatch(r"-?\d+\.0", label) else label
     return ex
+
+
+def _short(value) -> str:
+    """A value for a message: its repr, cut to 60 characters (a bad cell may be a whole line)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _text(value, name: str) -> str:
@@ -192,7 +200,19 @@ def _read_jsonl(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
             if not isinstance(record, dict):
                 yield line, BadRow("expected a JSON object")
                 continue
+            if "\\u" in text and not _valid_unicode(record):
+                yield line, BadRow("a \\uD800-\\uDFFF escape without its pair; not valid Unicode text")
+                continue
             yield line, _record_getter(record, cols)
+
+
+def _valid_unicode(record) -> bool:
+    """False if a string holds a lone surrogate (JSON allows the escape; no tokenizer takes the text)."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _record_getter(record: dict, cols: dict):
@@ -226,7 +246,7 @@ def _read_conll(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
     with open(path, encoding="utf-8-sig") as f:
         for line, text in enumerate(f, 1):
             parts = text.split(task.delimiter) if task.delimiter else text.split()
-            if not parts or parts[0] == "-DOCSTART-" or not text.strip():
+            if not text.strip() or text.split()[0] == "-DOCSTART-":  # whatever separates its columns
                 if tokens or bad:
                     yield flush()
                 tokens, tags, bad = [], [], None
@@ -271,7 +291,9 @@ def _read_hf(cfg: Config, task: TaskConfig, split: str, name: str) -> Iterator[t
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     cols = task.columns.model_dump(exclude_none=True)
     names = {}
-    for spec in cols.values():
+    for key, spec in cols.items():
+        if key == "label" and task.type == "multiple_choice":
+            continue  # a choice index stays an index (super_glue COPA's ClassLabel names are choice1/choice2)
         feature = ds.features.get(spec) if isinstance(spec, str) else None
         inner = getattr(feature, "feature", feature)  # Sequence(ClassLabel) for NER tags
         if hasattr(inner, "names"):
@@ -280,7 +302,9 @@ def _read_hf(cfg: Config, task: TaskConfig, split: str, name: str) -> Iterator[t
         record = dict(record)
         for spec, label_names in names.items():
             value = record[spec]
-            record[spec] = [label_names[v] for v in value] if isinstance(value, list) else label_names[value]
+            # -1 marks a hidden label (GLUE test splits): a blank label, not the last class name
+            record[spec] = ([label_names[v] for v in value] if isinstance(value, list)
+                            else None if value == -1 else label_names[value])
         yield i, _record_getter(record, cols)
 
 

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from mtbert.data.features import Feature, collate, sorted_batches
 from mtbert.data.readers import Example
+from mtbert.evaluation.decoding import TaskPredictions, decode
 from mtbert.evaluation.metrics import get_metric
-
-
-@dataclass
-class TaskPredictions:
-    """Predictions in input order. `labels`: class names, floats, choice indices or tag lists."""
-
-    labels: list
-    probas: np.ndarray | None = None  # (N, classes) or (N, choices)
-    ids: np.ndarray | None = None  # class ids, for metrics
 
 
 @torch.inference_mode()
@@ -42,32 +32,13 @@ def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int
             for i, row in zip(idx, out.numpy(), strict=True):
                 outputs[task][i] = row
     model.train(was_training)
-    return {t: decode(model.task_types[t], outputs[t], feats, labels.get(t)) for t in tasks}
+    word_ids = [f.word_ids for f in feats]
+    return {t: decode(model.task_types[t], outputs[t], word_ids, labels.get(t)) for t in tasks}
 
 
 def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id: int,
                  labels: list[str] | None, amp) -> TaskPredictions:
     return predict_tasks(model, [task], feats, batch_size, pad_id, {task: labels}, amp)[task]
-
-
-def decode(task_type: str, outputs: list, feats: list[Feature], labels: list[str] | None) -> TaskPredictions:
-    if task_type == "regression":
-        return TaskPredictions(labels=[float(o) for o in outputs])
-    if task_type == "sequence_labeling":
-        tags = []
-        for out, feat in zip(outputs, feats, strict=True):
-            word_tags, prev = {}, None
-            for pos, w in enumerate(feat.word_ids):
-                if w is not None and w != prev:
-                    word_tags[w] = labels[int(out[pos].argmax())]
-                prev = w
-            n_words = max((w for w in feat.word_ids if w is not None), default=-1) + 1
-            tags.append([word_tags.get(j, "O") for j in range(n_words)])
-        return TaskPredictions(labels=tags)
-    probas = np.stack(outputs)
-    ids = probas.argmax(-1)
-    names = [labels[i] for i in ids] if task_type == "classification" else [int(i) for i in ids]
-    return TaskPredictions(labels=names, probas=probas, ids=ids)
 
 
 def gold_values(task_type: str, examples: list[Example], labels: list[str] | None):

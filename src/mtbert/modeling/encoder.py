@@ -82,7 +82,11 @@ def load_saved_encoder(path: Path, impl: str = "hf"):
     quiet_transformers()
     if impl == "minbert":
         return _minbert(path, str(path))
-    return AutoModel.from_pretrained(path, use_safetensors=True)
+    try:
+        return AutoModel.from_pretrained(path, use_safetensors=True)
+    except OSError:
+        raise UserError(f"{path}: no model.safetensors; mtbert loads weights from safetensors only and never "
+                        "unpickles a .bin/.pt file. Re-save the encoder with save_pretrained(safe_serialization=True)") from None
 
 
 def load_tokenizer(name: str):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -61,6 +62,13 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
+def latest_fingerprint(run_dir: Path) -> str | None:
+    found = checkpoints(run_dir)
+    if not found:
+        return None
+    return json.loads((found[-1] / "trainer.json").read_text(encoding="utf-8")).get("fingerprint")
+
+
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: dict, keep: int) -> Path:
     path = Path(run_dir) / f"{PREFIX}{step:08d}"
 
@@ -87,7 +95,12 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
 def load_checkpoint(path: Path, model, optimizer) -> dict:
     """Restore weights, optimiser and RNG states in place; return the trainer state."""
     model.load_state_dict(load_file(path / "model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    try:
+        optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path / 'optimizer.pt'}: refused: it holds more than tensors and plain data (read with "
+                        "torch.load(weights_only=True)); delete this checkpoint to resume from the one before") from None
+    optimizer.load_state_dict(optimizer_state)
     torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
     state = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
     set_global_rng_state(state.pop("rng"))

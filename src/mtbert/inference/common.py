@@ -1,0 +1,167 @@
+"""What every prediction engine shares and none needs torch for: checking inputs against a task, turning
+model outputs into labels, and shaping the answers. The ONNX engine is built on these; they mirror
+`Predictor`'s methods and `evaluation.evaluate.decode` one for one (tests hold the engines to the same
+answers and the same messages)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtbert.config import TaskConfig
+from mtbert.data.readers import Example
+from mtbert.errors import UserError
+from mtbert.evaluation.decoding import TaskPredictions, decode  # noqa: F401  (re-exported for the engines)
+
+INPUT_FIELDS = {
+    "classification": "text, and text_pair for pair tasks",
+    "regression": "text, and text_pair for pair tasks",
+    "multiple_choice": "text, choices (a list) and, if trained with one, question",
+    "sequence_labeling": "tokens (a list of words) or text (split on spaces)",
+}
+
+
+def input_fields(spec: TaskConfig) -> list[str]:
+    """The fields one input of this task needs, in the order a form would ask for them."""
+    if spec.type == "sequence_labeling":
+        return ["text"]
+    fields = ["text"]
+    if spec.type == "multiple_choice":
+        return fields + (["question"] if spec.columns.question is not None else []) + ["choices"]
+    return fields + (["text_pair"] if spec.columns.text_pair is not None else [])
+
+
+def check_unicode(value, where: str) -> None:
+    """JSON can carry lone UTF-16 surrogates ("\\ud800") that no tokenizer can encode; name them
+    instead of failing inside the tokenizer."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise UserError(f"{where}: not valid Unicode (a lone surrogate, U+{ord(value[err.start]):04X}, "
+                            f"at character {err.start})") from None
+    elif isinstance(value, dict):
+        for v in value.values():
+            check_unicode(v, where)
+    elif isinstance(value, list):
+        for v in value:
+            check_unicode(v, where)
+
+
+def to_example(task: str, spec: TaskConfig, item, i: int) -> Example:
+    """One request input (a JSON object, or a bare string for its text) -> Example; `i` counts from 1."""
+    if isinstance(item, str):
+        item = {"text": item}
+    if not isinstance(item, dict):
+        raise UserError(f"input {i}: expected a JSON object or string, got {type(item).__name__}")
+    check_unicode(item, f"input {i}")
+
+    def field(key, kind=str):
+        value = item.get(key)
+        if not isinstance(value, kind) or not value:
+            raise UserError(f"input {i}: task {task} ({spec.type}) needs {INPUT_FIELDS[spec.type]}; "
+                            f"'{key}' is missing or not a {kind.__name__}")
+        return value
+
+    if spec.type == "sequence_labeling":
+        tokens = item.get("tokens") if "tokens" in item else field("text").split()
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+            raise UserError(f"input {i}: task {task} needs tokens as a non-empty list of strings")
+        return Example(tokens=tokens)
+    ex = Example(text=field("text"))
+    if spec.columns.text_pair is not None:
+        ex.text_pair = field("text_pair")
+    if spec.type == "multiple_choice":
+        ex.choices = [str(c) for c in field("choices", list)]
+        if spec.columns.question is not None:
+            ex.question = field("question")
+    return ex
+
+
+def words_of(texts: list, i0: int = 1) -> list[Example]:
+    """predict_all's inputs: texts (or {"text": ...}) split on whitespace into words."""
+    examples = []
+    for i, text in enumerate(texts, i0):
+        if isinstance(text, dict):
+            text = text.get("text")
+        if not isinstance(text, str) or not text.split():
+            raise UserError(f"input {i}: expected a non-empty text")
+        check_unicode(text, f"input {i}")
+        examples.append(Example(tokens=text.split()))
+    return examples
+
+
+def results(spec: TaskConfig, labels: list[str] | None, preds: TaskPredictions, return_probas: bool) -> list[dict]:
+    """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request."""
+    out = []
+    for i, label in enumerate(preds.labels):
+        if spec.type == "regression":
+            out.append({"score": label})
+            continue
+        row = {"label": label}
+        if return_probas and preds.probas is not None:
+            p = np.round(preds.probas[i].astype(float), 6)
+            row["probas"] = dict(zip(labels, p.tolist(), strict=True)) if spec.type == "classification" else p.tolist()
+        out.append(row)
+    return out
+
+
+class PredictorBase:
+    """What every engine's predictor shares: the run's tasks, input checks, predict_all's grouping and the
+    answers' shape. An engine sets `cfg` and `labels` and implements `_predict`."""
+
+    cfg: object
+    labels: dict
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        return {name: task.type for name, task in self.cfg.tasks.items()}
+
+    def _task(self, task: str) -> TaskConfig:
+        if task not in self.cfg.tasks:
+            raise UserError(f"unknown task '{task}'; this model has: {', '.join(self.cfg.tasks)}")
+        return self.cfg.tasks[task]
+
+    def single_text_tasks(self) -> list[str]:
+        """Tasks that read one text: single-text classification and regression, and sequence labeling."""
+        return [n for n, t in self.cfg.tasks.items()
+                if t.type == "sequence_labeling" or (t.type in ("classification", "regression") and t.columns.text_pair is None)]
+
+    def _predict(self, tasks: list[str], examples: list[Example], encode_as: str, max_length: int,
+                 pair_encoding: str) -> dict[str, TaskPredictions]:
+        """Run the model once per batch for all `tasks` on `examples` tokenised as task type `encode_as`."""
+        raise NotImplementedError
+
+    def predict_raw(self, task: str, inputs: list) -> TaskPredictions:
+        spec = self._task(task)
+        examples = [to_example(task, spec, item, i) for i, item in enumerate(inputs, 1)]
+        if not examples:
+            return TaskPredictions(labels=[])
+        return self._predict([task], examples, spec.type, self.cfg.max_length_for(task), spec.pair_encoding)[task]
+
+    def predict(self, task: str, inputs: list, return_probas: bool = False) -> list[dict]:
+        """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request."""
+        return results(self._task(task), self.labels.get(task), self.predict_raw(task, inputs), return_probas)
+
+    def predict_all(self, texts: list[str], tasks: list[str] | None = None,
+                    return_probas: bool = False) -> list[dict[str, dict]]:
+        """Every single-text head (or those in `tasks`) on each text, from one encoder pass per batch.
+
+        The text is split on whitespace into words, which gives the sequence-labeling heads their word
+        alignment and the sentence heads the same sub-tokens as plain tokenisation (BERT's pre-tokenizer
+        splits on whitespace first), so the answers equal the per-task path."""
+        shared = self.single_text_tasks()
+        tasks = list(tasks) if tasks else shared
+        for t in tasks:
+            self._task(t)
+            if t not in shared:
+                raise UserError(f"task {t} does not take a single text; predict it with its own inputs "
+                                f"(tasks answering a text: {', '.join(shared)})")
+        if not tasks:
+            raise UserError("this model has no task that takes a single text")
+        examples = words_of(texts)
+        if not examples:
+            return []
+        preds = self._predict(tasks, examples, "sequence_labeling", max(self.cfg.max_length_for(t) for t in tasks),
+                              "cross")
+        per_task = {t: results(self.cfg.tasks[t], self.labels.get(t), preds[t], return_probas) for t in tasks}
+        return [{t: per_task[t][i] for t in tasks} for i in range(len(examples))]

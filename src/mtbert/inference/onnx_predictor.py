@@ -1,0 +1,137 @@
+"""OnnxPredictor: `Predictor`'s interface on an exported ONNX bundle, run by onnxruntime.
+
+Nothing on this path imports torch or transformers: the tokenizer is the `tokenizers` library's, set up
+as transformers sets it (special tokens, `longest_first` truncation, no padding), and batches are
+padded with numpy. See `inference/export.py` for the bundle's layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mtbert.config import validate
+from mtbert.errors import UserError
+from mtbert.inference.common import PredictorBase, decode
+
+
+def find_bundle(path: str | Path) -> Path:
+    """An ONNX bundle folder, or a run dir holding one in `onnx/`."""
+    path = Path(path)
+    for candidate in (path, path / "onnx"):
+        if (candidate / "model.onnx").is_file() and (candidate / "manifest.json").is_file():
+            return candidate
+    if not path.exists():
+        raise UserError(f"{path}: no such directory")
+    raise UserError(f"{path}: holds no ONNX model (model.onnx and manifest.json); export one with: "
+                    f"mtbert export {path} --format onnx")
+
+
+class _Encoded:
+    """One input's token ids as a group of sequences (one; one per choice; two for a separate pair)."""
+
+    __slots__ = ("ids", "types", "word_ids")
+
+    def __init__(self, ids: list[list[int]], types: list[list[int]], word_ids: list | None = None):
+        self.ids, self.types, self.word_ids = ids, types, word_ids
+
+    @property
+    def length(self) -> int:
+        return max(len(x) for x in self.ids)
+
+
+class OnnxPredictor(PredictorBase):
+    engine = "onnx"
+
+    def __init__(self, path: str | Path, batch_size: int = 64, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.path = find_bundle(path)
+        self.manifest = json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+        config = self.path / "config.yaml"
+        self.cfg = validate(yaml.safe_load(config.read_text(encoding="utf-8")), str(config))
+        self.labels = json.loads((self.path / "labels.json").read_text(encoding="utf-8"))
+        self.batch_size = batch_size
+        self.pad_id = int(self.manifest.get("pad_token_id", 0))
+        self._tokenizer_json = Tokenizer.from_file(str(self.path / "tokenizer.json")).to_str()
+        self._tokenizers: dict[int, Tokenizer] = {}
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        missing = [t for t in self.cfg.tasks if t not in self.outputs]
+        if missing:
+            raise UserError(f"{self.path}: model.onnx has no output for task(s) {', '.join(missing)}; export it again")
+
+    # --- tokenisation
+    def _tokenizer(self, max_length: int):
+        """A tokenizer per truncation length: its settings are state, so tasks with different
+        max_length never share (or race on) one."""
+        tok = self._tokenizers.get(max_length)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._tokenizer_json)
+            tok.no_padding()
+            tok.enable_truncation(max_length, strategy="longest_first")
+            self._tokenizers[max_length] = tok
+        return tok
+
+    def _encode(self, task_type: str, examples, max_length: int, pair_encoding: str = "cross") -> list[_Encoded]:
+        """features.encode's token ids, without labels."""
+        tok = self._tokenizer(max_length)
+        if task_type == "sequence_labeling":
+            encs = tok.encode_batch([ex.tokens for ex in examples], is_pretokenized=True)
+            return [_Encoded([e.ids], [e.type_ids], e.word_ids) for e in encs]
+        if task_type == "multiple_choice":
+            counts = {len(ex.choices) for ex in examples}
+            if len(counts) > 1:
+                raise UserError(f"multiple-choice inputs have {sorted(counts)} choices; every input of one call "
+                                "needs the same number of choices")
+            firsts = [f"{ex.text} {ex.question}" if ex.question else ex.text for ex in examples]
+            encs = tok.encode_batch([(first, c) for first, ex in zip(firsts, examples, strict=True) for c in ex.choices])
+            n = counts.pop()
+            return [_Encoded([e.ids for e in encs[i * n:(i + 1) * n]], [e.type_ids for e in encs[i * n:(i + 1) * n]])
+                    for i in range(len(examples))]
+        if examples[0].text_pair is not None and pair_encoding == "separate":
+            a = tok.encode_batch([ex.text for ex in examples])
+            b = tok.encode_batch([ex.text_pair for ex in examples])
+            return [_Encoded([x.ids, y.ids], [x.type_ids, y.type_ids]) for x, y in zip(a, b, strict=True)]
+        batch = [(ex.text, ex.text_pair) if ex.text_pair is not None else ex.text for ex in examples]
+        return [_Encoded([e.ids], [e.type_ids]) for e in tok.encode_batch(batch)]
+
+    # --- running the graph
+    def _feed(self, feats: list[_Encoded]) -> dict[str, np.ndarray]:
+        groups, width = len(feats[0].ids), max(f.length for f in feats)
+        ids = np.full((len(feats), groups, width), self.pad_id, dtype=np.int64)
+        types = np.zeros_like(ids)
+        mask = np.zeros_like(ids)
+        for i, f in enumerate(feats):
+            for g, (row, trow) in enumerate(zip(f.ids, f.types, strict=True)):
+                ids[i, g, :len(row)] = row
+                types[i, g, :len(row)] = trow
+                mask[i, g, :len(row)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def _run(self, tasks: list[str], feats: list[_Encoded]) -> dict[str, list[np.ndarray]]:
+        """Every task's output per input, in input order; batches sorted by length (less padding)."""
+        outputs: dict[str, list] = {t: [None] * len(feats) for t in tasks}
+        order = sorted(range(len(feats)), key=lambda j: feats[j].length)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            got = self.session.run(tasks, self._feed([feats[i] for i in idx]))
+            for task, out in zip(tasks, got, strict=True):
+                for i, row in zip(idx, out, strict=True):
+                    outputs[task][i] = row
+        return outputs
+
+    def _predict(self, tasks, examples, encode_as, max_length, pair_encoding):
+        feats = self._encode(encode_as, examples, max_length, pair_encoding)
+        outs = self._run(tasks, feats)
+        word_ids = [f.word_ids for f in feats]
+        return {t: decode(self.cfg.tasks[t].type, outs[t], word_ids, self.labels.get(t)) for t in tasks}

@@ -1,0 +1,440 @@
+"""The REST server: a FastAPI app over a predictor of either engine, micro-batched, with a web page.
+
+    GET  /             the web page (inference/static/index.html)
+    GET  /health       status, engine, how many requests and model calls so far
+    GET  /tasks        each task's name, type, input fields and labels
+    POST /predict      one task, a list of inputs
+    POST /predict/all  texts; every single-text head from one encoder pass
+    POST /model        DeepPavlov's riseapi shape: {"x_<task>": [...], ...}; GET /api its argument names
+    GET  /docs         OpenAPI (Swagger UI)
+
+Requests never name files, and nothing a client sends can make it answer 500: a wrong input is a 422
+with the predictor's one-line message, an unknown task a 404 listing the tasks, and a request over the
+limits a 413 or 422 saying which limit.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time, and the
+# riseapi body is a model class built inside create_app
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mtbert.errors import UserError
+from mtbert.inference.batching import MicroBatcher
+from mtbert.inference.common import check_unicode, input_fields, to_example, words_of
+
+log = logging.getLogger("mtbert")
+
+PAGE = Path(__file__).with_name("static") / "index.html"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_inputs: int = 64  # inputs per request (413 beyond)
+    max_chars: int = 10_000  # characters per input, all its fields together (422 beyond)
+    max_body_bytes: int = 1 << 20  # request body (413 beyond)
+    batch_size: int = 32  # inputs per model call when requests are batched together
+    max_wait_ms: float = 5.0  # how long a request waits for others to share its model call
+
+
+# --- request and response models
+
+class Input(BaseModel):
+    """One input: the fields its task needs (see GET /tasks)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    text_pair: str | None = None
+    question: str | None = None
+    choices: list[str] | None = None
+    tokens: list[str] | None = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"task": "sst2", "inputs": ["a gripping, funny film"], "probas": True},
+        {"task": "rte", "inputs": [{"text": "A man is walking.", "text_pair": "A person moves."}]},
+    ]})
+    task: str
+    inputs: list[str | Input] = Field(min_length=1, description="a bare string is the text")
+    probas: bool = Field(False, description="add class (or choice) probabilities")
+
+
+class Prediction(BaseModel):
+    label: str | int | list[str] | None = Field(None, description="class, index of the choice, or one tag per word")
+    score: float | None = Field(None, description="regression tasks")
+    probas: dict[str, float] | list[float] | None = None
+
+
+class PredictResponse(BaseModel):
+    task: str
+    predictions: list[Prediction]
+
+
+class PredictAllRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"texts": ["John lives in Paris and loves it"], "probas": True}]})
+    texts: list[str] = Field(min_length=1, description="split on whitespace into words")
+    tasks: list[str] | None = Field(None, description="default: every task that takes a single text")
+    probas: bool = False
+
+
+class PredictAllResponse(BaseModel):
+    tasks: list[str]
+    results: list[dict[str, Prediction]] = Field(description="per text: task -> prediction")
+
+
+class TaskInfo(BaseModel):
+    name: str
+    type: Literal["classification", "regression", "multiple_choice", "sequence_labeling"]
+    inputs: list[str] = Field(description="the fields one input needs")
+    labels: list[str] | None
+    single_text: bool = Field(description="answered by /predict/all")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    engine: str
+    tasks: int
+    requests: int = Field(description="requests the model has been asked to answer")
+    model_calls: int = Field(description="model calls that answered them (fewer: micro-batching)")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    tasks: list[str] | None = Field(None, description="with 404: the tasks this model has")
+    errors: list[FieldError] | None = Field(None, description="with 422 from request validation: every error")
+
+
+ERRORS = {404: {"model": ErrorResponse, "description": "unknown task"},
+          413: {"model": ErrorResponse, "description": "too many inputs, or body too large"},
+          422: {"model": ErrorResponse, "description": "malformed request or input"}}
+
+RiseItem = str | Input | list[str | list[str]]
+UNION_TAGS = {"str", "Input", "list[str]", "list[union[str,list[str]]]"}  # pydantic's names for the members
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, detail: str, **extra):
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+# --- the app
+
+def describe_tasks(predictor) -> list[TaskInfo]:
+    single = set(predictor.single_text_tasks())
+    return [TaskInfo(name=name, type=spec.type, inputs=input_fields(spec), labels=predictor.labels.get(name),
+                     single_text=name in single) for name, spec in predictor.cfg.tasks.items()]
+
+
+def _chars(value) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    if isinstance(value, dict):
+        return sum(_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    return 0
+
+
+def _plain(item):
+    return item.model_dump(exclude_none=True) if isinstance(item, BaseModel) else item
+
+
+def rise_input(spec, task: str, item, i: int):
+    """A DeepPavlov riseapi item -> a predictor input. DeepPavlov sends a pair as [text, text_pair],
+    a multiple-choice example as [context, choices] (its COPA reader repeats the context once per
+    choice: [[context, context], choices]) and tokens as a list of words."""
+    if not isinstance(item, list):
+        return _plain(item)
+    where = f"x_{task} item {i}"
+    if spec.type == "sequence_labeling":
+        if not all(isinstance(t, str) for t in item):
+            raise UserError(f"{where}: expected the words as a list of strings")
+        return {"tokens": item}
+    if spec.type == "multiple_choice":
+        if len(item) == 3 and isinstance(item[2], list):
+            context, question, choices = item
+            return {"text": context, "question": question, "choices": choices}
+        if len(item) != 2 or not isinstance(item[1], list):
+            raise UserError(f"{where}: expected [context, [choice, ...]] or [premise, question, [choice, ...]]")
+        context = item[0][0] if isinstance(item[0], list) and item[0] else item[0]
+        if not isinstance(context, str):
+            raise UserError(f"{where}: the context must be a string")
+        if spec.columns.question is not None:
+            # DeepPavlov's context is premise and question already joined; the model reads
+            # "text question" joined by one space, so splitting at the last space gives it the same text
+            text, _, question = context.rpartition(" ")
+            return {"text": text, "question": question, "choices": item[1]}
+        return {"text": context, "choices": item[1]}
+    if not all(isinstance(t, str) for t in item) or len(item) != (2 if spec.columns.text_pair is not None else 1):
+        shape = "[text, text_pair]" if spec.columns.text_pair is not None else "a string or [text]"
+        raise UserError(f"{where}: expected {shape}")
+    return {"text": item[0], "text_pair": item[1]} if len(item) == 2 else {"text": item[0]}
+
+
+def validation_error(raw: list[dict]) -> dict:
+    """FastAPI's request validation errors -> {"detail": one line, "errors": [{loc, msg}]}."""
+    # pydantic names the member of a union it tried (inputs.0.str, inputs.0.Input.text): not a place
+    # in the request, so left out
+    errors = [{"loc": [x if isinstance(x, int) else str(x) for x in e.get("loc", ()) if x not in UNION_TAGS],
+               "msg": str(e.get("msg", ""))} for e in raw]
+    if raw and raw[0].get("type") == "json_invalid":
+        reason = (raw[0].get("ctx") or {}).get("error", "")
+        detail = f"malformed JSON at character {raw[0]['loc'][-1]}" + (f": {reason}" if reason else "")
+    elif errors:
+        first = max(errors, key=lambda e: len(e["loc"]))  # the deepest says most: the union member that got furthest
+        where = ".".join(str(x) for x in first["loc"] if x != "body") or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        detail = f"{where}: {first['msg']}{more}"
+    else:
+        detail = "invalid request"
+    return {"detail": detail, "errors": errors}
+
+
+def create_app(predictor, limits: Limits | None = None) -> FastAPI:
+    """The app for one predictor (`Predictor` or `OnnxPredictor`)."""
+    limits = limits or Limits()
+    tasks = list(predictor.cfg.tasks)
+    info = describe_tasks(predictor)
+
+    def run(key, items: list) -> list:
+        if key[0] == "all":
+            return predictor.predict_all(items, list(key[1]) or None, return_probas=True)
+        return predictor.predict(key[1], items, return_probas=True)
+
+    batcher = MicroBatcher(run, limits.batch_size, limits.max_wait_ms / 1000)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await batcher.close()
+
+    app = FastAPI(title="mtbert", version=_version(), lifespan=lifespan,
+                  description="Multi-task BERT: every task of one trained model, from one encoder.")
+    app.state.batcher = batcher
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(_HTTPError)
+    async def http_error(_request: Request, err: _HTTPError):
+        return JSONResponse({"detail": err.detail, **err.extra}, status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(_request: Request, err: StarletteHTTPException):
+        # FastAPI answers a body it cannot decode (not UTF-8) with 400; that is malformed JSON too
+        if err.status_code == 400:
+            return JSONResponse({"detail": f"malformed JSON: {err.detail}"}, status_code=422)
+        return JSONResponse({"detail": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(UserError)
+    async def user_error(_request: Request, err: UserError):
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, err: RequestValidationError):
+        return JSONResponse(validation_error(err.errors()), status_code=422)
+
+    def check_task(task: str) -> None:
+        if task not in predictor.cfg.tasks:
+            raise _HTTPError(404, f"unknown task '{task}'; this model has: {', '.join(tasks)}", tasks=tasks)
+
+    def check_inputs(items: list, what: str = "inputs") -> None:
+        if len(items) > limits.max_inputs:
+            raise _HTTPError(413, f"{len(items)} {what} in one request; the limit is {limits.max_inputs}: "
+                                  "split the request")
+        for i, item in enumerate(items, 1):
+            n = _chars(item)
+            if n > limits.max_chars:
+                raise _HTTPError(422, f"input {i}: {n} characters; the limit is {limits.max_chars} per input")
+            check_unicode(_plain(item), f"input {i}")
+
+    async def ask(task: str, inputs: list) -> list[dict]:
+        """Check the inputs as the predictor will (so a bad request fails alone, before it shares a
+        model call with others), then queue them. Multiple-choice inputs share calls only with inputs
+        of as many choices: one call encodes one number of choices."""
+        spec = predictor.cfg.tasks[task]
+        examples = [to_example(task, spec, x, i) for i, x in enumerate(inputs, 1)]
+        key: tuple = ("task", task)
+        if spec.type == "multiple_choice":
+            counts = sorted({len(ex.choices) for ex in examples})
+            if len(counts) > 1:
+                raise UserError(f"the inputs have {' and '.join(map(str, counts))} choices; every input of task "
+                                f"{task} in one request needs the same number")
+            key = ("task", task, counts[0])
+        return await batcher.submit(key, inputs)
+
+    def strip(rows: list[dict], probas: bool) -> list[dict]:
+        return rows if probas else [{k: v for k, v in r.items() if k != "probas"} for r in rows]
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        return Health(status="ok", engine=getattr(predictor, "engine", "torch"), tasks=len(tasks),
+                      requests=batcher.requests, model_calls=batcher.calls)
+
+    @app.get("/tasks", response_model=list[TaskInfo])
+    async def list_tasks() -> list[TaskInfo]:
+        return info
+
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=ERRORS)
+    async def predict(req: PredictRequest) -> PredictResponse:
+        """Predict one task for a list of inputs (a bare string is `{"text": ...}`)."""
+        check_task(req.task)
+        check_inputs(req.inputs)
+        rows = await ask(req.task, [_plain(x) for x in req.inputs])
+        return PredictResponse(task=req.task, predictions=strip(rows, req.probas))
+
+    @app.post("/predict/all", response_model=PredictAllResponse, response_model_exclude_none=True, responses=ERRORS)
+    async def predict_all(req: PredictAllRequest) -> PredictAllResponse:
+        """Every head that reads a single text (or those in `tasks`), from one encoder pass per batch."""
+        for t in req.tasks or []:
+            check_task(t)
+        check_inputs(req.texts, "texts")
+        chosen = list(dict.fromkeys(req.tasks or []))
+        words_of(req.texts)  # the predictor's own check, before batching
+        rows = await batcher.submit(("all", tuple(chosen)), list(req.texts))
+        names = chosen or predictor.single_text_tasks()
+        return PredictAllResponse(tasks=names, results=[{t: strip([r[t]], req.probas)[0] for t in names} for r in rows])
+
+    rise_names = {f"x_{t}": t for t in tasks}
+    RiseBatch = create_model(  # noqa: N806 - a model class, DeepPavlov's name for it
+        "RiseBatch", __config__=ConfigDict(extra="allow"),
+        **{f"f{i}": (list[RiseItem] | None, Field(None, alias=arg)) for i, arg in enumerate(rise_names)})
+
+    @app.post("/model", response_model=list[list[Any]], responses=ERRORS)
+    async def rise_model(batch: RiseBatch) -> list[list[Any]]:  # type: ignore[valid-type]
+        """DeepPavlov's riseapi: {"x_<task>": [inputs...]} for any of the tasks, all with the same number of
+        inputs; one row per input, one answer per task in the model's order, [] for the tasks not sent."""
+        unknown = sorted(batch.model_extra or {})
+        if unknown:
+            raise _HTTPError(404, f"unknown argument {unknown[0]}; this model takes: {', '.join(rise_names)}",
+                             tasks=tasks)
+        given = {rise_names[alias]: getattr(batch, f"f{i}") for i, alias in enumerate(rise_names)
+                 if getattr(batch, f"f{i}") is not None}
+        lengths = {len(v) for v in given.values()}
+        if not given:
+            raise _HTTPError(422, f"got an empty request; send one or more of {', '.join(rise_names)}")
+        if 0 in lengths:
+            raise _HTTPError(422, "got an empty list as a model argument")
+        if len(lengths) > 1:
+            raise _HTTPError(422, "got several different batch sizes: every x_<task> list needs the same length")
+        check_inputs([x for v in given.values() for x in v])
+        inputs = {task: [rise_input(predictor.cfg.tasks[task], task, item, i) for i, item in enumerate(items, 1)]
+                  for task, items in given.items()}
+        answers = await asyncio.gather(*(ask(t, x) for t, x in inputs.items()))
+        rows = dict(zip(inputs, answers, strict=True))
+        n = lengths.pop()
+        return [[_answer(rows[t][i]) if t in rows else [] for t in tasks] for i in range(n)]
+
+    @app.get("/api", response_model=list[str])
+    async def rise_api() -> list[str]:
+        """riseapi: the model's argument names."""
+        return list(rise_names)
+
+    return app
+
+
+def _answer(row: dict):
+    return row["score"] if "score" in row else row["label"]
+
+
+def _version() -> str:
+    from mtbert import __version__
+
+    return __version__
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `max_bytes` is answered 413 before the app reads any of it. The body
+    is read here (it is small by definition) and handed on whole."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._too_large(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._too_large(send)
+            more = message.get("more_body", False)
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()  # the disconnect, when it comes
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _too_large(self, send):
+        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+# --- running it
+
+def serve(predictor, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: reachable from other machines, and the API has no authentication", host)
+    uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info")
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run `app` on uvicorn in a background thread; yields its base URL (port 0: a free one)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server stopped while starting")
+            threading.Event().wait(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+

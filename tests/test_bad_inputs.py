@@ -1,0 +1,644 @@
+"""Every row of docs/bad-inputs.md, proved: one test per row, all driven by CASES below.
+
+A case writes its bad config, data file or run dir into tmp_path, runs the real command line
+(`mtbert.cli.main`) or, for the rows that have no command yet, the Python call, and compares what the user
+sees with the row: exit code 2 means stderr is exactly one line, `mtbert: error: ...`, matching the row's
+message; 0 means the input works (the case's `check` looks closer); 1 means a traceback whose exception line
+matches. `test_doc_matches_cases` parses the doc and asserts its rows and CASES are the same, in the same
+order, so the two cannot drift: after changing CASES, `python tests/test_bad_inputs.py` prints the tables
+to paste into the doc.
+
+In a message, `<tmp>`, `<data>` and `<run>` stand for the test's paths and `…` for any text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "bad-inputs.md"
+GROUPS = {"config": "Config", "data": "Data", "cli": "Command line", "security": "Security"}
+UNDEFINED = "MTBERT_BAD_INPUT_UNDEFINED"
+
+
+class Env:
+    """What a case's setup works with: tmp_path and helpers to write configs, data files and run dirs."""
+
+    def __init__(self, tmp_path: Path, request):
+        self.tmp = tmp_path
+        self.data = tmp_path / "data"
+        self.data.mkdir()
+        self.run = tmp_path / "run"
+        self._request = request
+        self.config_path: Path | None = None  # the config `config()` wrote last
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        path = self.data / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="")
+        return path
+
+    def config(self, tasks: dict | None = None) -> Path:
+        """config.yaml: the tiny BERT trained for one step on `tasks` (default: the one task `sent`)."""
+        raw = {"backbone": self.tiny_bert(), "data_dir": str(self.data), "run_dir": str(self.run), "max_length": 32,
+               "tasks": tasks if tasks is not None else {"sent": sent()},
+               "training": {"max_steps": 1, "batch_size": 2, "progress": False, "precision": "fp32"}}
+        self.config_path = self.tmp / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        return self.config_path
+
+    def tiny_bert(self) -> str:
+        return self._request.getfixturevalue("tiny_bert")
+
+    def trained_run(self) -> Path:
+        """The module's one trained run (read only); `copy_run` for a run dir a case may change."""
+        return self._request.getfixturevalue("trained_run")
+
+    def copy_run(self) -> Path:
+        shutil.copytree(self.trained_run(), self.run)
+        return self.run
+
+
+def sent(**extra) -> dict:
+    task = {"type": "classification", "train": "train.tsv", "dev": "dev.tsv",
+            "columns": {"text": "sentence", "label": "label"}}
+    task.update(extra)
+    return task
+
+
+GOOD = "sentence\tlabel\ngood film\tpos\nbad film\tneg\n"
+
+
+def with_good_data(env: Env) -> None:
+    env.write("train.tsv", GOOD)
+    env.write("dev.tsv", GOOD)
+
+
+def train_with(tasks: dict | None = None, files: dict | None = None) -> Callable[[Env], list[str]]:
+    """Setup: the good files (or `files`) and a config (one task `sent` unless `tasks`), then `mtbert train`."""
+
+    def setup(env: Env) -> list[str]:
+        with_good_data(env)
+        for name, content in (files or {}).items():
+            env.write(name, content)
+        return ["train", str(env.config(tasks))]
+
+    return setup
+
+
+def train_with_config(mutate: Callable[[dict], None]) -> Callable[[Env], list[str]]:
+    """Setup: good data, the default config changed by `mutate(raw)`, then `mtbert train`."""
+
+    def setup(env: Env) -> list[str]:
+        with_good_data(env)
+        path = env.config()
+        raw = yaml.safe_load(path.read_text())
+        mutate(raw)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return ["train", str(path)]
+
+    return setup
+
+
+def train_with_text(text: str | bytes, name: str = "config.yaml") -> Callable[[Env], list[str]]:
+    """Setup: good data and a config written as raw text (`{tiny}`, `{data}` and `{run}` filled in) or bytes."""
+
+    def setup(env: Env) -> list[str]:
+        with_good_data(env)
+        path = env.tmp / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text.format(tiny=env.tiny_bert(), data=env.data, run=env.run), encoding="utf-8")
+        return ["train", str(path)]
+
+    return setup
+
+
+def setting(dotted: str, value) -> Callable[[dict], None]:
+    def mutate(raw: dict) -> None:
+        node = raw
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    return mutate
+
+
+def deleting(dotted: str) -> Callable[[dict], None]:
+    def mutate(raw: dict) -> None:
+        node = raw
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return mutate
+
+
+# ---------------------------------------------------------------- files for the data and security rows
+
+CONLL_GOOD = "John NNP B-NP B-PER\nlives VBZ B-VP O\nin IN B-PP O\nParis NNP B-NP B-LOC\n\n"
+NER = {"type": "sequence_labeling", "format": "conll", "train": "ner.txt", "dev": "ner.txt", "columns": {"tokens": 0, "tags": 3}}
+MC_ROWS = [{"p": "it rained", "choices": ["the grass got wet", "the sun shone"], "y": 0},
+           {"p": "the sun shone", "choices": ["it got warm", "it snowed"], "y": 0}]
+MC = {"type": "multiple_choice", "format": "jsonl", "train": "mc.jsonl", "dev": "mc.jsonl",
+      "columns": {"text": "p", "choices": ["choices"], "label": "y"}}
+STS = {"type": "regression", "train": "sts.tsv", "dev": "sts.tsv",
+       "columns": {"text": "s1", "text_pair": "s2", "label": "score"}}
+
+
+def jsonl(rows: list[dict], newline: str = "\n") -> str:
+    return "".join(json.dumps(r) + newline for r in rows)
+
+
+def crlf_setup(env: Env) -> list[str]:
+    """The same small tasks in every text format, every line ending in CRLF."""
+    env.write("train.tsv", GOOD.replace("\n", "\r\n"))
+    env.write("dev.tsv", GOOD.replace("\n", "\r\n"))
+    env.write("pairs.csv", 'a,b,label\r\n"good, really",fine,pos\r\n"a ""bad"" one",awful,neg\r\n')
+    env.write("mc.jsonl", jsonl(MC_ROWS, "\r\n"))
+    env.write("ner.txt", CONLL_GOOD.replace("\n", "\r\n"))
+    tasks = {"sent": sent(),
+             "pairs": {"type": "classification", "format": "csv", "train": "pairs.csv", "dev": "pairs.csv",
+                       "columns": {"text": "a", "text_pair": "b", "label": "label"}},
+             "mc": MC, "ner": NER}
+    return ["train", str(env.config(tasks))]
+
+
+def crlf_check(env: Env) -> None:
+    from mtbert.config import load_config
+    from mtbert.data.readers import read_split
+
+    cfg = load_config(env.config_path)
+    for name in cfg.tasks:
+        for ex in read_split(cfg, name, "train"):
+            fields = [ex.text, ex.text_pair, ex.question, *(ex.choices or []), *(ex.tokens or []),
+                      *(ex.label if isinstance(ex.label, list) else [ex.label])]
+            assert not any("\r" in str(f) for f in fields if f is not None), (name, ex)
+    labels = json.loads((env.run / "model" / "labels.json").read_text())
+    assert labels == {"sent": ["neg", "pos"], "pairs": ["neg", "pos"], "ner": ["O", "B-LOC", "B-PER"]}
+    pairs = read_split(cfg, "pairs", "train")
+    assert [(e.text, e.text_pair) for e in pairs] == [("good, really", "fine"), ('a "bad" one', "awful")]
+
+
+LONG = " ".join(["word"] * 200_001)  # 1 MB in one cell
+
+
+def long_line_setup(env: Env) -> list[str]:
+    env.write("train.tsv", f"sentence\tlabel\n{LONG}\tpos\nbad film\tneg\n")
+    env.write("dev.tsv", GOOD)
+    return ["train", str(env.config())]
+
+
+def long_line_check(env: Env) -> None:
+    from mtbert.config import load_config
+    from mtbert.data.readers import read_split
+
+    assert len(LONG) >= 1_000_000
+    examples = read_split(load_config(env.config_path), "sent", "train")
+    assert examples[0].text == LONG and examples[0].label == "pos"
+    assert (env.run / "model" / "heads.safetensors").is_file()
+
+
+class Payload:
+    """Unpickling this creates `marker`: proof that the pickle ran. It must never run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def pickled_encoder_setup(env: Env) -> list[str]:
+    import torch
+
+    run = env.copy_run()
+    encoder = run / "model" / "encoder"
+    (encoder / "model.safetensors").unlink()
+    torch.save({"embeddings.word_embeddings.weight": Payload(env.tmp / "pwned")}, encoder / "pytorch_model.bin")
+    (env.tmp / "in.jsonl").write_text('{"text": "good film"}\n')
+    return ["predict", str(run), "--task", "sent", "--input", str(env.tmp / "in.jsonl")]
+
+
+def malicious_optimizer_setup(env: Env) -> list[str]:
+    import torch
+
+    from mtbert.training.checkpoint import checkpoints
+
+    run = env.copy_run()
+    torch.save({"state": Payload(env.tmp / "pwned"), "param_groups": []}, checkpoints(run)[-1] / "optimizer.pt")
+    return ["train", str(run / "config.yaml"), "--resume", str(run)]
+
+
+def payload_never_ran(env: Env) -> None:
+    assert not (env.tmp / "pwned").exists(), "the pickle was unpickled"
+
+
+def over_a_run(env: Env) -> list[str]:
+    env.copy_run()
+    return train_with()(env)
+
+
+def unreadable_input_setup(kind: str) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        path = {"missing": env.tmp / "missing.jsonl", "directory": env.tmp}[kind]
+        return ["predict", str(env.trained_run()), "--task", "sent", "--input", str(path)]
+
+    return setup
+
+
+def input_file(content: str | bytes, *extra: str) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        path = env.tmp / "in.jsonl"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return ["predict", str(env.trained_run()), "--task", "sent", "--input", str(path), *extra]
+
+    return setup
+
+
+# ---------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    group: str  # config | data | cli | security: the doc's sections
+    what: str  # the bad input, as the doc's row says it
+    command: str  # as the doc shows it
+    setup: Callable[[Env], list[str] | Callable[[], object]]  # writes the files; argv of `mtbert`, or a call
+    sees: str  # exit 2: the stderr line; 1: the exception line of the traceback; 0: what happens
+    code: int  # exit code
+    check: Callable[[Env], None] | None = None  # more assertions after the run
+
+
+ERR = "mtbert: error: "
+TRAIN = "mtbert train config.yaml"
+CFG = "<tmp>/config.yaml: "
+
+CASES = [
+    # ------------------------------------------------ config
+    Case("config-unknown-key", "config", "unknown key (`training.lrr`)", TRAIN,
+         train_with_config(setting("training.lrr", 1e-4)),
+         ERR + CFG + "training.lrr: unknown key; did you mean 'lr'? allowed keys: epochs, max_steps, …", 2),
+    Case("config-unknown-task-key", "config", "unknown key in a task (`columns.lable`)", TRAIN,
+         train_with_config(setting("tasks.sent.columns.lable", "label")),
+         ERR + CFG + "tasks.sent.columns.lable: unknown key; did you mean 'label'? allowed keys: text, text_pair, …", 2),
+    Case("config-wrong-type", "config", "wrong type (`batch_size: lots`)", TRAIN,
+         train_with_config(setting("training.batch_size", "lots")),
+         ERR + CFG + "training.batch_size: Input should be a valid integer, unable to parse string as an integer "
+         "(got 'lots')", 2),
+    Case("config-out-of-range", "config", "value out of range (`warmup: 2`)", TRAIN,
+         train_with_config(setting("training.warmup", 2)),
+         ERR + CFG + "training.warmup: Input should be less than or equal to 1", 2),
+    Case("config-missing-required", "config", "missing required key (a task without `type`)", TRAIN,
+         train_with_config(deleting("tasks.sent.type")),
+         ERR + CFG + "tasks.sent.type: required key is missing", 2),
+    Case("config-missing-tasks", "config", "no `tasks:` at all", TRAIN,
+         train_with_config(deleting("tasks")),
+         ERR + CFG + "tasks: missing; add a tasks: mapping with one entry per task", 2),
+    Case("config-missing-columns", "config", "a column the task type needs is not named", TRAIN,
+         train_with_config(setting("tasks.sent.columns", {"text": "sentence"})),
+         ERR + CFG + "tasks.sent: columns.label is required for classification tasks; name the column "
+         "(a header name, a 0-based index, or a JSON key)", 2),
+    Case("config-bad-delimiter", "config", "a delimiter of more than one character", TRAIN,
+         train_with_config(setting("tasks.sent.delimiter", "::")),
+         ERR + CFG + "tasks.sent: delimiter '::': tsv files need a single character other than a line break, "
+         'e.g. "\\t" or ","', 2),
+    Case("config-conll-column-name", "config", "CoNLL columns given by name", TRAIN,
+         train_with_config(lambda raw: raw["tasks"].update(ner={**NER, "columns": {"tokens": "word", "tags": 3}})),
+         ERR + CFG + "tasks.ner: columns.tokens: format 'conll' has no header; give a 0-based column index "
+         "(e.g. tokens: 0, tags: 3), not 'word'", 2),
+    Case("config-unknown-task-type", "config", "unknown task type (`clasification`)", TRAIN,
+         train_with_config(setting("tasks.sent.type", "clasification")),
+         ERR + CFG + "tasks.sent.type: Input should be 'classification', 'regression', 'multiple_choice' or "
+         "'sequence_labeling' (got 'clasification')", 2),
+    Case("config-bad-metric-name", "config", "unknown metric name (`acc`)", TRAIN,
+         train_with_config(setting("tasks.sent.metric", ["accuracy", "acc"])),
+         ERR + CFG + "tasks.sent.metric: unknown metric 'acc'; use one of accuracy, f1, … or 'module:function'", 2),
+    Case("config-metric-module-missing", "config", "`module:function` whose module does not import", TRAIN,
+         train_with_config(setting("tasks.sent.metric", "no_such_module_xyz:score")),
+         ERR + CFG + "tasks.sent.metric: metric 'no_such_module_xyz:score': cannot import module "
+         "'no_such_module_xyz' (No module named 'no_such_module_xyz'); is it on PYTHONPATH?", 2),
+    Case("config-metric-function-missing", "config", "`module:function` whose function does not exist", TRAIN,
+         train_with_config(setting("tasks.sent.metric", "json:no_such_function")),
+         ERR + CFG + "tasks.sent.metric: metric 'json:no_such_function': module 'json' has no function "
+         "'no_such_function'", 2),
+    Case("config-target-metric-no-task", "config", "`target_metric` naming no task", TRAIN,
+         train_with_config(setting("training.target_metric", "snet.accuracy")),
+         ERR + CFG + "training.target_metric 'snet.accuracy' names no task; use 'mean', a task name (sent), "
+         "'task.metric' or 'module:function'", 2),
+    Case("config-missing-data-file", "config", "a data file that does not exist", TRAIN,
+         train_with_config(setting("tasks.sent.dev", "nope/dev.tsv")),
+         ERR + CFG + "tasks.sent.dev: file not found: <data>/nope/dev.tsv (paths are relative to data_dir "
+         "'<data>'; set data_dir or MTBERT_DATA)", 2),
+    Case("config-empty-tasks", "config", "empty task list (`tasks: {}`)", TRAIN,
+         train_with_config(setting("tasks", {})),
+         ERR + CFG + "tasks: no tasks; add at least one task under tasks:", 2),
+    Case("config-duplicate-task-yaml", "config", "duplicate task names (YAML)", TRAIN,
+         train_with_text("backbone: {tiny}\ndata_dir: {data}\ntasks:\n"
+                         "  sent: {{type: classification, train: train.tsv, columns: {{text: sentence, label: label}}}}\n"
+                         "  sent: {{type: regression, train: train.tsv, columns: {{text: sentence, label: label}}}}\n"),
+         ERR + CFG + "line 5: duplicate key 'sent' (already on line 4); a key may appear only once in a mapping "
+         "(otherwise the last one silently wins): rename or remove one", 2),
+    Case("config-duplicate-task-json", "config", "duplicate task names (JSON)", "mtbert train config.json",
+         train_with_text('{{"backbone": "{tiny}",\n "data_dir": "{data}",\n "tasks": {{\n'
+                         '  "sent": {{"type": "classification", "train": "train.tsv",\n'
+                         '           "columns": {{"text": "sentence", "label": "label"}}}},\n'
+                         '  "sent": {{"type": "regression", "train": "train.tsv"}}\n }}\n}}\n', "config.json"),
+         ERR + "<tmp>/config.json: line 6: duplicate key 'sent' (already on line 4); a key may appear only once "
+         "in a mapping (otherwise the last one silently wins): rename or remove one", 2),
+    Case("config-duplicate-key", "config", "any other duplicate key (`lr` twice)", TRAIN,
+         train_with_text("backbone: {tiny}\ndata_dir: {data}\ntasks:\n"
+                         "  sent: {{type: classification, train: train.tsv, columns: {{text: sentence, label: label}}}}\n"
+                         "training:\n  lr: 1.0e-4\n  batch_size: 2\n  lr: 3.0e-5\n"),
+         ERR + CFG + "line 8: duplicate key 'lr' (already on line 6); a key may appear only once in a mapping "
+         "(otherwise the last one silently wins): rename or remove one", 2),
+    Case("config-undefined-variable", "config", "a variable that does not resolve (`${" + UNDEFINED + "}`)", TRAIN,
+         train_with_config(setting("tasks.sent.train", "${" + UNDEFINED + "}/train.tsv")),
+         ERR + CFG + f"tasks.sent.train: variable '{UNDEFINED}' is not defined; add it under variables: or set "
+         f"the environment variable {UNDEFINED}", 2),
+    Case("config-undefined-variable-braces", "config", "a DeepPavlov `{NAME}` variable that does not resolve",
+         TRAIN, train_with_config(setting("variables", {"ROOT": "{" + UNDEFINED + "}/glue"})),
+         ERR + CFG + f"variables.ROOT: variable '{UNDEFINED}' is not defined; add it under variables: or set "
+         f"the environment variable {UNDEFINED}", 2),
+    Case("config-file-not-found", "config", "config file that does not exist", "mtbert train nope.yaml",
+         lambda env: ["train", str(env.tmp / "nope.yaml")],
+         ERR + "<tmp>/nope.yaml: config file not found", 2),
+    Case("config-invalid-yaml", "config", "YAML syntax error", TRAIN,
+         train_with_text("tasks:\n  sent:\n    type: classification: x\n"),
+         ERR + CFG + "line 3: not valid YAML: mapping values are not allowed here", 2),
+    Case("config-not-utf8", "config", "config file not in UTF-8", TRAIN,
+         train_with_text(b"seed: 1\nrun_dir: caf\xe9\n"),
+         ERR + CFG + "line 2: not valid UTF-8 (invalid continuation byte); re-save the config as UTF-8", 2),
+    Case("config-set-invalid-yaml", "config", "`--set` value that is not YAML", TRAIN + " --set training.lr=[",
+         lambda env: train_with()(env) + ["--set", "training.lr=["],
+         ERR + "--set 'training.lr=[': the value is not valid YAML (expected the node content, but found "
+         "'<stream end>'); e.g. --set training.lr=3e-5 or --set 'tasks.t.metric=[accuracy, f1]'", 2),
+    # ------------------------------------------------ data
+    Case("data-empty-file", "data", "empty file", TRAIN, train_with(files={"train.tsv": ""}),
+         ERR + "<data>/train.tsv: empty file; expected a header row and data", 2),
+    Case("data-header-only", "data", "header only", TRAIN, train_with(files={"train.tsv": "sentence\tlabel\n"}),
+         ERR + "<data>/train.tsv: no usable examples for task sent", 2),
+    Case("data-missing-column", "data", "column named in the config not in the header", TRAIN,
+         train_with(files={"train.tsv": "text\tlabel\ngood\tpos\n"}),
+         ERR + "tasks.sent.columns.text: column 'sentence' not in <data>/train.tsv header (text, label)", 2),
+    Case("data-wrong-column-count", "data", "a row with more (or fewer) cells than the header", TRAIN,
+         train_with(files={"train.tsv": "sentence\tlabel\ngood\tpos\nbad\tneg\textra\n"}),
+         ERR + "<data>/train.tsv line 3: expected 2 columns, found 3 (task sent; fix the row or set "
+         "tasks.sent.on_bad_rows: skip)", 2),
+    Case("data-blank-label", "data", "blank label", TRAIN,
+         train_with(files={"train.tsv": "sentence\tlabel\ngood\tpos\nbad\t \n"}),
+         ERR + "<data>/train.tsv line 3: blank label (task sent; fix the row or set tasks.sent.on_bad_rows: skip)", 2),
+    Case("data-empty-text", "data", "empty text", TRAIN,
+         train_with(files={"train.tsv": "sentence\tlabel\ngood\tpos\n \tneg\n"}),
+         ERR + "<data>/train.tsv line 3: empty text (task sent; fix the row or set tasks.sent.on_bad_rows: skip)", 2),
+    Case("data-label-unseen", "data", "dev label never seen in train", TRAIN,
+         train_with(files={"dev.tsv": "sentence\tlabel\nfine\tpos\nmeh\tneutral\n"}),
+         ERR + "<data>/dev.tsv line 3: label 'neutral' of task sent was not seen in train (labels: neg, pos)", 2),
+    Case("data-unparsable-number", "data", "regression label that is not a number", TRAIN,
+         train_with({"sts": STS}, files={"sts.tsv": "s1\ts2\tscore\na\tb\t1.5\nc\td\tfour\n"}),
+         ERR + "<data>/sts.tsv line 3: label 'four' is not a number (task sts; fix the row or set "
+         "tasks.sts.on_bad_rows: skip)", 2),
+    Case("data-nonfinite-number", "data", "regression label `nan`", TRAIN,
+         train_with({"sts": STS}, files={"sts.tsv": "s1\ts2\tscore\na\tb\t1.5\nc\td\tnan\n"}),
+         ERR + "<data>/sts.tsv line 3: label 'nan' is not a finite number (task sts; fix the row or set "
+         "tasks.sts.on_bad_rows: skip)", 2),
+    Case("data-invalid-utf8", "data", "invalid UTF-8", TRAIN,
+         train_with(files={"train.tsv": b"sentence\tlabel\ngood\tpos\nbad \xff film\tneg\n"}),
+         ERR + "<data>/train.tsv: not valid UTF-8 (byte … of a line: invalid start byte); re-save the file as UTF-8", 2),
+    Case("data-lone-surrogate", "data", "JSON Lines string with a lone `\\ud800` escape", TRAIN,
+         train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS) + '{"p": "x\\ud800", "choices": ["a", "b"], "y": 0}\n'}),
+         ERR + "<data>/mc.jsonl line 3: a \\uD800-\\uDFFF escape without its pair; not valid Unicode text (task mc; fix "
+         "the row or set tasks.mc.on_bad_rows: skip)", 2),
+    Case("data-huge-number", "data", "regression label that overflows a float (a 400-digit integer in JSON)", TRAIN,
+         train_with({"sts": {**STS, "format": "jsonl", "train": "sts.jsonl", "dev": "sts.jsonl"}},
+                    files={"sts.jsonl": '{"s1": "a", "s2": "b", "score": 1.5}\n{"s1": "c", "s2": "d", "score": 1'
+                           + "0" * 400 + "}\n"}),
+         ERR + "<data>/sts.jsonl line 2: label 1000… is not a number (task sts; fix the row or set tasks.sts.on_bad_rows: skip)", 2),
+    Case("data-crlf", "data", "CRLF line ends (TSV, CSV, JSON Lines, CoNLL)", TRAIN, crlf_setup,
+         "works: trains; no CR reaches a text, choice, token or label", 0, crlf_check),
+    Case("data-1mb-line", "data", "a 1 MB line", TRAIN, long_line_setup,
+         "works: trains; the cell is read whole and truncated to max_length when tokenised", 0, long_line_check),
+    Case("data-jsonl-not-json", "data", "JSON Lines line that is not JSON", TRAIN,
+         train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS) + '{"p": "x", \n'}),
+         ERR + "<data>/mc.jsonl line 3: not valid JSON (Expecting property name enclosed in double quotes) "
+         "(task mc; fix the row or set tasks.mc.on_bad_rows: skip)", 2),
+    Case("data-ragged-conll", "data", "ragged CoNLL (a line with too few columns)", TRAIN,
+         train_with({"ner": NER}, files={"ner.txt": CONLL_GOOD + "Mary NNP B-PER\nruns VBZ B-VP O\n"}),
+         ERR + "<data>/ner.txt line 6: line 6 has 3 columns; tokens are column 0, tags column 3 (task ner; fix the "
+         "row or set tasks.ner.on_bad_rows: skip)", 2),
+    Case("data-not-iob2", "data", "tags not in IOB2 (`E-PER`)", TRAIN,
+         train_with({"ner": NER}, files={"ner.txt": CONLL_GOOD + "Mary NNP B-NP B-PER\nSmith NNP I-NP E-PER\n"}),
+         ERR + "<data>/ner.txt line 6: line 7: tag 'E-PER' is not IOB2 (O, B-TYPE or I-TYPE) (task ner; fix the "
+         "row or set tasks.ner.on_bad_rows: skip)", 2),
+    Case("data-choices-mismatch", "data", "multiple choice: examples with different numbers of choices", TRAIN,
+         train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS + [{"p": "x", "choices": ["a", "b", "c"], "y": 2}])}),
+         ERR + "<data>/mc.jsonl line 3: 3 choices, but line 1 has 2 (task mc); every example of a multiple-choice "
+         "task needs the same number of choices", 2),
+    Case("data-choice-label-out-of-range", "data", "multiple choice: label not the index of a choice", TRAIN,
+         train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS + [{"p": "x", "choices": ["a", "b"], "y": 2}])}),
+         ERR + "<data>/mc.jsonl line 3: label 2 is not the index of one of the 2 choices (task mc; fix the row or "
+         "set tasks.mc.on_bad_rows: skip)", 2),
+    # ------------------------------------------------ command line
+    Case("cli-unknown-run-dir", "cli", "run dir that does not exist", "mtbert evaluate nope",
+         lambda env: ["evaluate", str(env.tmp / "nope")],
+         ERR + "<tmp>/nope: no such run directory", 2),
+    Case("cli-run-dir-without-model", "cli", "a directory that holds no trained model", "mtbert predict DIR --task sent",
+         lambda env: ["predict", str(env.tmp), "--task", "sent"],
+         ERR + "<tmp>: holds no trained model (<tmp>/model is missing); train first with: mtbert train CONFIG", 2),
+    Case("cli-wrong-task-name", "cli", "task the model does not have", "mtbert predict RUN --task nosuch",
+         lambda env: ["predict", str(env.trained_run()), "--task", "nosuch"],
+         ERR + "unknown task 'nosuch'; this model has: sent", 2),
+    Case("cli-evaluate-wrong-task-data", "cli", "`--data` for a task the model does not have",
+         "mtbert evaluate RUN --data nosuch=x.tsv",
+         lambda env: ["evaluate", str(env.trained_run()), "--data", "nosuch=x.tsv"],
+         ERR + "--data 'nosuch=x.tsv': unknown task 'nosuch'; this model has: sent", 2),
+    Case("cli-input-missing", "cli", "`--input` file that does not exist", "mtbert predict RUN --task sent --input missing.jsonl",
+         unreadable_input_setup("missing"),
+         ERR + "--input <tmp>/missing.jsonl: cannot read (No such file or directory)", 2),
+    Case("cli-input-directory", "cli", "`--input` that is a directory", "mtbert predict RUN --task sent --input DIR",
+         unreadable_input_setup("directory"),
+         ERR + "--input <tmp>: cannot read (Is a directory)", 2),
+    Case("cli-input-not-json", "cli", "`--input` line that is not JSON", "mtbert predict RUN --task sent --input in.jsonl",
+         input_file('{"text": "fine"}\n{"text": "a", \n'),
+         ERR + "<tmp>/in.jsonl line 2: not valid JSON (Expecting property name enclosed in double quotes); each line "
+         'must be one JSON object, e.g. {"text": "..."}', 2),
+    Case("cli-input-wrong-fields", "cli", "`--input` object without the task's fields",
+         "mtbert predict RUN --task sent --input in.jsonl", input_file('{"text": "fine"}\n{"sentence": "x"}\n'),
+         ERR + "<tmp>/in.jsonl line 2: task sent (classification) needs text, and text_pair for pair tasks; 'text' is "
+         "missing or not a str", 2),
+    Case("cli-input-invalid-utf8", "cli", "`--input` not in UTF-8", "mtbert predict RUN --task sent --input in.jsonl",
+         input_file(b'{"text": "caf\xe9"}\n'),
+         ERR + "<tmp>/in.jsonl line 1: not valid UTF-8 (invalid continuation byte); re-save the file as UTF-8", 2),
+    Case("cli-input-lone-surrogate", "cli", "`--input` text with a lone `\\ud800` escape",
+         "mtbert predict RUN --task sent --input in.jsonl", input_file('{"text": "x\\ud800"}\n'),
+         ERR + "<tmp>/in.jsonl line 1: not valid Unicode (a lone surrogate, U+D800, at character 1)", 2),
+    Case("cli-train-over-a-run", "cli", "training into a run dir that holds a run", "mtbert train config.yaml",
+         over_a_run,
+         ERR + "<run>: already holds a run; pass --overwrite to replace it, or --run-dir DIR to train into another "
+         "directory", 2),
+    # ------------------------------------------------ security
+    Case("security-pickled-encoder", "security",
+         "run dir whose encoder is a (malicious) pickled `pytorch_model.bin` instead of `model.safetensors`",
+         "mtbert predict RUN --task sent", pickled_encoder_setup,
+         ERR + "<run>/model/encoder: no model.safetensors; mtbert loads weights from safetensors only and never "
+         "unpickles a .bin/.pt file. Re-save the encoder with save_pretrained(safe_serialization=True)", 2,
+         payload_never_ran),
+    Case("security-malicious-optimizer", "security", "checkpoint whose `optimizer.pt` holds a malicious pickle",
+         "mtbert train RUN/config.yaml --resume RUN", malicious_optimizer_setup,
+         ERR + "<run>/checkpoint-…/optimizer.pt: refused: it holds more than tensors and plain "
+         "data (read with torch.load(weights_only=True)); delete this checkpoint to resume from the one before", 2,
+         payload_never_ran),
+]
+
+
+# ---------------------------------------------------------------- running a case
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_bert) -> Path:
+    """One step of training on the good files: the run dir of the command-line and security rows."""
+    from mtbert.config import load_config
+    from mtbert.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("bad_inputs_run")
+    (tmp / "data").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp / "data" / name).write_text(GOOD)
+    raw = {"backbone": tiny_bert, "data_dir": str(tmp / "data"), "max_length": 32, "tasks": {"sent": sent()},
+           "training": {"max_steps": 1, "batch_size": 2, "progress": False, "precision": "fp32"}}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
+    run = tmp / "run"
+    train(load_config(tmp / "config.yaml"), run)
+    return run
+
+
+def pattern(sees: str, env: Env) -> re.Pattern:
+    """The row's message as a regex: paths filled in, `…` any text."""
+    out = re.escape(sees)
+    for name, path in (("<data>", env.data.resolve()), ("<run>", env.run), ("<tmp>", env.tmp)):
+        out = out.replace(re.escape(name), re.escape(str(path)))
+    return re.compile(out.replace(re.escape("…"), ".*"))
+
+
+def outcome(what, capsys) -> tuple[int, str]:
+    """(exit code, stderr) as a user would see them: an exception escaping main() is a traceback and code 1."""
+    from mtbert.cli import main
+
+    try:
+        code = main(what) if isinstance(what, list) else (what(), 0)[1]
+        return code, capsys.readouterr().err
+    except Exception:  # what escapes main() is what a user sees as a traceback
+        capsys.readouterr()
+        return 1, traceback.format_exc()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path, request, monkeypatch, capsys):
+    monkeypatch.delenv(UNDEFINED, raising=False)
+    env = Env(tmp_path, request)
+    what = case.setup(env)
+    capsys.readouterr()
+    code, err = outcome(what, capsys)
+    if case.code == 2:
+        assert code == 2, err
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1, err
+        assert pattern(case.sees, env).fullmatch(lines[0]), f"\n{lines[0]}\n{case.sees}"
+    elif case.code == 1:
+        assert code == 1 and "Traceback" in err, err
+        exc_line = next(line for line in err.splitlines() if re.match(r"^[\w.]+(Error|Exception)\b", line))
+        assert pattern(case.sees, env).fullmatch(exc_line), f"\n{exc_line}\n{case.sees}"
+    else:
+        assert code == 0, err
+        assert "mtbert: error" not in err
+    if case.check:
+        case.check(env)
+
+
+def test_a_real_process_prints_the_same_one_line(tmp_path, request):
+    """In-process, pytest captures the log; one row in a real process shows stderr holds only that line."""
+    import os
+    import subprocess
+
+    case = next(c for c in CASES if c.id == "data-label-unseen")
+    env = Env(tmp_path, request)
+    argv = case.setup(env)
+    proc = subprocess.run([sys.executable, "-m", "mtbert", *argv], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert pattern(case.sees, env).fullmatch(proc.stderr.rstrip("\n")), proc.stderr
+
+
+# ---------------------------------------------------------------- the doc and the cases, one to one
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def doc_row(case: Case) -> str:
+    sees = cell(case.sees) if case.code == 0 else f"`{cell(case.sees)}`"  # a message, or what happens instead
+    return f"| `{case.id}` | {cell(case.what)} | `{cell(case.command)}` | {sees} | {case.code} |"
+
+
+HEADER = "| id | bad input | command | what the user sees | exit |\n|---|---|---|---|---|"
+
+
+def doc_tables() -> str:
+    parts = []
+    for group, title in GROUPS.items():
+        rows = "\n".join(doc_row(c) for c in CASES if c.group == group)
+        parts.append(f"## {title}\n\n{HEADER}\n{rows}\n")
+    return "\n".join(parts)
+
+
+def parse_doc(text: str) -> list[tuple[str, str, str, str, str, int]]:
+    """(section, id, bad input, command, message, exit) for every table row of the doc."""
+    rows, section = [], None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        ident, what, command, sees, code = cells
+        sees = sees[1:-1] if sees.startswith("`") and sees.endswith("`") else sees
+        rows.append((section, ident.strip("`"), what, command.strip("`"), sees, int(code)))
+    return rows
+
+
+def test_doc_matches_cases():
+    documented = parse_doc(DOC.read_text(encoding="utf-8"))
+    expected = [(GROUPS[c.group], c.id, c.what, c.command, c.sees, c.code) for c in CASES]
+    assert [r[1] for r in documented] == [r[1] for r in expected], \
+        "docs/bad-inputs.md and CASES list different rows; `python tests/test_bad_inputs.py` prints the tables"
+    for doc, case in zip(documented, expected, strict=True):
+        assert doc == case, f"row {case[1]} differs between docs/bad-inputs.md and CASES"
+
+
+def test_case_ids_unique_and_groups_known():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+    assert all(c.group in GROUPS and c.id.startswith(c.group) for c in CASES)
+    assert "## Server" in DOC.read_text(encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(doc_tables())
