@@ -132,7 +132,7 @@ def test_convert_the_multitask_example(conll_dir):
                      "metric": ["ner_f1", "mtbert.compat.dp_metrics:ner_token_f1"]}
     assert out["training"] == {
         "gradient_accumulation_steps": 1, "epochs": 5, "batch_size": 32, "schedule": "proportional", "lr": 2e-5,
-        "warmup": 0.0, "clip_norm": None, "lr_drop_patience": 2, "lr_drop_div": 2.0, "patience": 3,
+        "warmup": 0.0, "lr_schedule": "constant", "clip_norm": None, "lr_drop_patience": 2, "lr_drop_div": 2.0, "patience": 3,
         "target_metric": "mtbert.compat.dp_metrics:deeppavlov[multitask_accuracy](rte.y_true,cola.y_true,"
                          "copa.y_true,rte.y_pred,cola.y_pred,copa.y_pred)"}
     cfg = finish(out, "dp.json", check_files=False)

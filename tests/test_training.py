@@ -183,3 +183,15 @@ def test_gradient_accumulation_and_class_weights(toy_config, tmp_path):
 
     _, model, _, _ = load_model(tmp_path / "run")
     assert torch.allclose(model.heads["sent"].class_weights, torch.tensor([1.0, 1.0]))
+
+
+def test_constant_lr_schedule_keeps_the_rate_after_warmup():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    s = LrSchedule(opt, total_steps=100, warmup=0.0, div=2.0, min_lr=0.0, kind="constant")
+    for step in (0, 50, 99):
+        s.set(step)
+        assert s.lr == 1.0
+    s.drop()
+    s.set(99)
+    assert s.lr == 0.5

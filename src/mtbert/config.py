@@ -157,6 +157,7 @@ class TrainingConfig(_Strict):
     head_lr: Annotated[float, Field(gt=0)] | None = None
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     warmup: Annotated[float, Field(ge=0, le=1)] = 0.1
+    lr_schedule: Literal["linear", "constant"] = "linear"  # after warm-up: decay to 0, or keep (DeepPavlov)
     gradient_accumulation_steps: Annotated[int, Field(gt=0)] = 1
     clip_norm: Annotated[float, Field(gt=0)] | None = 1.0
     eval_every: Annotated[int, Field(gt=0)] | None = None
@@ -249,7 +250,8 @@ class Config(_Strict):
         return self.tasks[task].max_length or self.max_length
 
     def dump(self) -> dict:
-        return self.model_dump(mode="json", exclude_none=True)
+        # every key, nulls included: `clip_norm: null` must not come back as the default 1.0
+        return self.model_dump(mode="json")
 
 
 # ---------------------------------------------------------------- loading

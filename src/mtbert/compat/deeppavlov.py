@@ -308,8 +308,8 @@ def _optimizer(chain: Chain, f: Findings) -> dict:
     """The multitask_transformer's optimiser, clipping, learning-rate drops and freezing."""
     tf, where = chain.transformer, chain.transformer_at
     f.expect(tf, "optimizer", where, (None, "AdamW"), "mtbert trains with AdamW")
-    f.expect(tf, "lr_scheduler", where, (None,), "mtbert's schedule is training.warmup then linear decay")
-    f.expect(tf, "lr_scheduler_parameters", where, (None, {}), "mtbert's schedule is training.warmup then linear decay")
+    f.expect(tf, "lr_scheduler", where, (None,), "mtbert's schedules are training.lr_schedule: linear or constant")
+    f.expect(tf, "lr_scheduler_parameters", where, (None, {}), "mtbert's schedules are training.lr_schedule: linear or constant")
     f.expect(tf, "focal", where, (None, False), "focal loss")
     f.expect(tf, "new_model", where, (None, False), "DeepPavlov's experimental heads")
     f.expect(tf, "binary_threshold", where, (None, 0.5), "binary heads")
@@ -324,6 +324,7 @@ def _optimizer(chain: Chain, f: Findings) -> dict:
                "mtbert applies the value given")
         t["weight_decay"] = f.number(params["weight_decay"], f"{where}.optimizer_parameters.weight_decay", integer=False)
     t["warmup"] = 0.0  # DeepPavlov has no warm-up
+    t["lr_schedule"] = "constant"  # and no decay: the rate changes only by learning_rate_drop_div
     t["clip_norm"] = f.number(tf["clip_norm"], f"{where}.clip_norm", integer=False) if tf.get("clip_norm") else None
     for dp_key, key, integer in (("learning_rate_drop_patience", "lr_drop_patience", True),
                                  ("learning_rate_drop_div", "lr_drop_div", False),

@@ -128,10 +128,11 @@ def make_optimizer(model: MultiTaskModel, cfg: Config) -> torch.optim.AdamW:
 
 
 class LrSchedule:
-    """Linear warm-up and decay, times a factor that drops by `lr_drop_div` on a plateau (DeepPavlov's
-    learning_rate_drop_patience / _div, floored at min_lr)."""
+    """Linear warm-up, then linear decay (or a constant rate, DeepPavlov's), times a factor that drops by
+    `lr_drop_div` on a plateau (DeepPavlov's learning_rate_drop_patience / _div, floored at min_lr)."""
 
-    def __init__(self, optimizer, total_steps: int, warmup: float, div: float, min_lr: float):
+    def __init__(self, optimizer, total_steps: int, warmup: float, div: float, min_lr: float, kind: str = "linear"):
+        self.kind = kind
         self.optimizer = optimizer
         self.base = [g["lr"] for g in optimizer.param_groups]
         self.total = max(total_steps, 1)
@@ -143,6 +144,8 @@ class LrSchedule:
     def shape(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / (self.warmup + 1)
+        if self.kind == "constant":
+            return 1.0
         return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
 
     def set(self, step: int) -> None:
@@ -314,7 +317,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
     schedule.epochs = epochs = total_steps / steps_per_epoch
     eval_every = t.eval_every or steps_per_epoch
     optimizer = make_optimizer(model, cfg)
-    lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr)
+    lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
