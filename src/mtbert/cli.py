@@ -178,35 +178,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _read_inputs(source: str):
-    """Yield (line number, parsed JSON) from a JSON Lines file or stdin."""
-    if source == "-":
-        stream = sys.stdin
-    else:
-        try:
-            stream = open(source, encoding="utf-8")
-        except OSError as err:
-            raise UserError(f"--input {source}: cannot read ({err.strerror})") from None
-    with stream:
-        line_no = 0
-        while True:
-            try:
-                line = stream.readline()
-            except UnicodeDecodeError as err:
-                raise UserError(f"{source} line {line_no + 1}: not valid UTF-8 ({err.reason}); "
-                                "re-save the file as UTF-8") from None
-            if not line:
-                return
-            line_no += 1
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{source} line {line_no}: not valid JSON ({err.msg}); "
-                                "each line must be one JSON object, e.g. {\"text\": \"...\"}") from None
-
-
 MINBERT_HEADERS = {"classification": "Predicted_Sentiment", "pair": "Predicted_Is_Paraphrase",
                    "regression": "Predicted_Similiary"}  # sic: the minBERT project's spelling
 
@@ -252,6 +223,7 @@ def predict_split(predictor, args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from mtbert.inference.common import read_jsonl
     from mtbert.inference.engines import load_predictor
     from mtbert.io import atomic_write
 
@@ -286,7 +258,7 @@ def cmd_predict(args) -> int:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             chunk.clear()
 
-        for line_no, item in _read_inputs(args.input):
+        for line_no, item in read_jsonl(args.input):
             chunk.append((line_no, item))
             if len(chunk) >= 1024:
                 flush()

@@ -16,30 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mtbert.errors import UserError
-from mtbert.inference.common import check_unicode
+from mtbert.inference.common import check_unicode, read_jsonl
 
 
 def read_texts(source: str) -> Iterator[tuple[int, dict]]:
     """(line number, {"text": ..., other fields}) per non-blank line of a JSON Lines file or stdin."""
-    try:
-        stream = sys.stdin if source == "-" else open(source, encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"--input {source}: cannot read ({err.strerror})") from None
-    with stream:
-        for line_no, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{source} line {line_no}: not valid JSON ({err.msg}); each line must be "
-                                "a JSON string or an object with a \"text\"") from None
-            record = {"text": item} if isinstance(item, str) else item
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].split():
-                raise UserError(f"{source} line {line_no}: expected a non-empty text, as a JSON string or "
-                                "{\"text\": \"...\"}")
-            check_unicode(record, f"{source} line {line_no}")
-            yield line_no, record
+    for line_no, item in read_jsonl(source):
+        record = {"text": item} if isinstance(item, str) else item
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].split():
+            raise UserError(f"{source} line {line_no}: expected a non-empty text, as a JSON string or "
+                            "{\"text\": \"...\"}")
+        check_unicode(record, f"{source} line {line_no}")
+        yield line_no, record
 
 
 def answered(output: Path) -> list[str]:

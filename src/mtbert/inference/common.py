@@ -5,6 +5,10 @@ answers and the same messages)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 
 from mtbert.config import TaskConfig
@@ -103,6 +107,35 @@ def results(spec: TaskConfig, labels: list[str] | None, preds: TaskPredictions, 
             row["probas"] = dict(zip(labels, p.tolist(), strict=True)) if spec.type == "classification" else p.tolist()
         out.append(row)
     return out
+
+
+def read_jsonl(source: str) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) per non-blank line of a JSON Lines file, or stdin for '-'."""
+    if source == "-":
+        stream = sys.stdin
+    else:
+        try:
+            stream = open(source, encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"--input {source}: cannot read ({err.strerror})") from None
+    with stream:
+        line_no = 0
+        while True:
+            try:
+                line = stream.readline()
+            except UnicodeDecodeError as err:
+                raise UserError(f"{source} line {line_no + 1}: not valid UTF-8 ({err.reason}); "
+                                "re-save the file as UTF-8") from None
+            if not line:
+                return
+            line_no += 1
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{source} line {line_no}: not valid JSON ({err.msg}); "
+                                "each line must be one JSON object, e.g. {\"text\": \"...\"}") from None
 
 
 class PredictorBase:
