@@ -218,3 +218,28 @@ def test_run_dir_config_does_not_import_custom_metrics(toy_config, tmp_path, mon
     cfg, *_ = load_model(tmp_path / "run")
     assert cfg.tasks["sent"].metrics[0] == "evil_metric:m"
     assert not (tmp_path / "ran").exists()
+
+
+def test_cli_sigterm_message_then_automatic_resume(toy_config, write_config, tmp_path):
+    """The command line: SIGTERM -> checkpoint, a message saying how to resume, exit 128 + 15; running the
+    same command again resumes (no --resume needed) and ends as an uninterrupted run."""
+    raw = _config(toy_config, checkpoint_every=None)
+    path = write_config(raw)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mtbert", "train", str(path), "--run-dir", str(run)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not checkpoints(run):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"a checkpoint is saved. Resume with: mtbert train {path} --resume {run}" in err
+    assert "Traceback" not in err
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming it" in again.stderr
+    train(validate(raw), tmp_path / "whole")
+    _same(tmp_path / "whole", run)
