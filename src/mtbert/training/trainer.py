@@ -26,7 +26,14 @@ from mtbert.data.features import Feature, build_labels, collate, encode, length_
 from mtbert.data.readers import Example, read_split
 from mtbert.data.schedule import BatchStream, TaskSchedule
 from mtbert.errors import UserError
-from mtbert.evaluation.evaluate import TaskPredictions, predict_task, score_task, target_value
+from mtbert.evaluation.evaluate import (
+    TaskPredictions,
+    gold_values,
+    predict_task,
+    prediction_values,
+    score_task,
+    target_value,
+)
 from mtbert.io import append_line, atomic_write_text
 from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.heads import build_head
@@ -183,8 +190,7 @@ def metric_names(cfg: Config, task: str) -> list[str]:
 
 
 def custom_outputs(data: dict[str, TaskData], outputs: dict[str, TaskPredictions]) -> dict:
-    from mtbert.evaluation.evaluate import gold_values, prediction_values
-
+    """What a `module:function` target metric receives: {task: {"y_true", "y_pred", "probas"}}."""
     return {n: {"y_true": gold_values(data[n].type, data[n].dev, data[n].labels),
                 "y_pred": prediction_values(data[n].type, p, data[n].dev), "probas": p.probas}
             for n, p in outputs.items()}
@@ -355,7 +361,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
     def evaluate() -> bool:
         """Score dev, log it, keep the best model; True when early stopping says stop."""
         scores, outputs = evaluate_all(model, data, cfg, pad_id, amp)
-        target = target_value(t.target_metric, scores, primary, custom_outputs(data, outputs))
+        custom = custom_outputs(data, outputs) if ":" in t.target_metric else None  # only a custom target needs them
+        target = target_value(t.target_metric, scores, primary, custom)
         record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "lr": lr_schedule.lr,
                   "train_loss": {k: v[0] / max(v[1], 1) for k, v in state.loss_sums.items()},
                   "dev": scores, "target": target}
