@@ -361,15 +361,19 @@ Achieved {achieved / 1e9:.0f} GFLOP/s (median of {args.repeats}, optimiser and d
 
 # ------------------------------------------------------------------ 5. memory
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec, so
+# a child of this (large) process would report the parent's peak
 MEMORY_CHILD = r"""
-import json, resource, sys, torch
+import json, re, sys
+from pathlib import Path
 from mtbert.inference.predictor import Predictor
 runs = sys.argv[1:]
 ps = [Predictor(r) for r in runs]
 texts = ["The quick brown fox jumps over the lazy dog."] * 64
 for p in ps:
     p.predict_all(texts)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps({"peak_rss_mb": hwm / 1024}))
 """
 
 
@@ -416,16 +420,17 @@ def main() -> None:
     parts = {"train": lambda: bench_train(args), "predict_all": lambda: bench_predict_all(args, tmp),
              "inference": lambda: bench_inference(args, tmp), "mfu": lambda: bench_mfu(args),
              "memory": lambda: bench_memory(args, tmp)}
-    sections = [parts[name]() for name in args.only.split(",")]
-    body = f"""## Throughput and memory (issue 4)
+    for name in args.only.split(","):
+        # one RESULTS.md section per part, so a part can be measured again alone
+        body = f"""## Throughput and memory (issue 4): {name}
 
-- command: `python benchmarks/throughput.py --steps {args.steps} --repeats {args.repeats} --examples {args.examples} --only {args.only}`
+- command: `python benchmarks/throughput.py --steps {args.steps} --repeats {args.repeats} --examples {args.examples} --only {name}`
 - machine: {machine()}
 - date: {today()}
 
-{chr(10).join(sections)}"""
-    write_section("throughput", body)
-    print(body)
+{parts[name]()}"""
+        write_section(f"throughput_{name}", body)
+        print(body, flush=True)
 
 
 if __name__ == "__main__":
