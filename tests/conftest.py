@@ -49,21 +49,22 @@ def write_config(tmp_path):
     return write
 
 
-@pytest.fixture
-def toy_data(tmp_path) -> Path:
-    """Small files in every format, with learnable signals."""
-    d = tmp_path / "data"
-    d.mkdir()
-    pos = ["a great fine movie", "good and lovely", "great fun", "lovely good story", "fine great acting"]
-    neg = ["a bad awful movie", "terrible and bad", "awful boring", "boring bad story", "terrible awful acting"]
-    rows = ["sentence\tlabel"] + [f"{s}\tpos" for s in pos] + [f"{s}\tneg" for s in neg]
-    (d / "sent_train.tsv").write_text("\n".join(rows + rows[1:]) + "\n")
-    (d / "sent_dev.tsv").write_text("\n".join(rows) + "\n")
-    pairs = ["s1\ts2\tscore"] + [f"{a}\t{a}\t5.0" for a in pos] + [f"{a}\t{b}\t0.5" for a, b in zip(pos, neg, strict=True)]
-    (d / "sts_train.tsv").write_text("\n".join(pairs) + "\n")
-    (d / "sts_dev.tsv").write_text("\n".join(pairs) + "\n")
+POS = ["a great fine movie", "good and lovely", "great fun", "lovely good story", "fine great acting"]
+NEG = ["a bad awful movie", "terrible and bad", "awful boring", "boring bad story", "terrible awful acting"]
+
+
+def write_toy_files(d: Path) -> Path:
+    """Small files in every format, with learnable signals: sentiment (TSV), similarity pairs (TSV),
+    multiple choice (JSON Lines) and NER (CoNLL)."""
     import json
 
+    d.mkdir(parents=True, exist_ok=True)
+    rows = ["sentence\tlabel"] + [f"{s}\tpos" for s in POS] + [f"{s}\tneg" for s in NEG]
+    (d / "sent_train.tsv").write_text("\n".join(rows + rows[1:]) + "\n")
+    (d / "sent_dev.tsv").write_text("\n".join(rows) + "\n")
+    pairs = ["s1\ts2\tscore"] + [f"{a}\t{a}\t5.0" for a in POS] + [f"{a}\t{b}\t0.5" for a, b in zip(POS, NEG, strict=True)]
+    (d / "sts_train.tsv").write_text("\n".join(pairs) + "\n")
+    (d / "sts_dev.tsv").write_text("\n".join(pairs) + "\n")
     mc = [{"premise": f"the film was {w}", "choice1": "people liked it", "choice2": "people left", "label": 0}
           for w in ("great", "good", "lovely")] + \
          [{"premise": f"the film was {w}", "choice1": "people liked it", "choice2": "people left", "label": 1}
@@ -76,6 +77,11 @@ def toy_data(tmp_path) -> Path:
     (d / "ner_train.txt").write_text("\n".join(conll + conll[2:]) + "\n")
     (d / "ner_dev.txt").write_text("\n".join(conll) + "\n")
     return d
+
+
+@pytest.fixture
+def toy_data(tmp_path) -> Path:
+    return write_toy_files(tmp_path / "data")
 
 
 def toy_tasks() -> dict:

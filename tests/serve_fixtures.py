@@ -7,33 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import toy_tasks
-
-POS = ["a great fine movie", "good and lovely", "great fun", "lovely good story", "fine great acting"]
-NEG = ["a bad awful movie", "terrible and bad", "awful boring", "boring bad story", "terrible awful acting"]
+from conftest import NEG, POS, toy_tasks, write_toy_files
 
 
 def write_toy_data(d: Path) -> None:
-    """conftest's toy_data, written where a session-scoped fixture can reach it, plus a separately
+    """conftest's toy files, written where a session-scoped fixture can reach them, plus a separately
     encoded pair task and a multiple-choice task with a question."""
-    d.mkdir(parents=True, exist_ok=True)
-    rows = ["sentence\tlabel"] + [f"{s}\tpos" for s in POS] + [f"{s}\tneg" for s in NEG]
-    (d / "sent_train.tsv").write_text("\n".join(rows + rows[1:]) + "\n")
-    (d / "sent_dev.tsv").write_text("\n".join(rows) + "\n")
-    pairs = ["s1\ts2\tscore"] + [f"{a}\t{a}\t5.0" for a in POS] + [f"{a}\t{b}\t0.5" for a, b in zip(POS, NEG, strict=True)]
-    (d / "sts_train.tsv").write_text("\n".join(pairs) + "\n")
-    (d / "sts_dev.tsv").write_text("\n".join(pairs) + "\n")
+    write_toy_files(d)
     para = ["s1\ts2\tlabel"] + [f"{a}\t{a}\tsame" for a in POS] + [f"{a}\t{b}\tdiff" for a, b in zip(POS, NEG, strict=True)]
     (d / "para.tsv").write_text("\n".join(para) + "\n")
     mc = [{"premise": f"the film was {w}", "question": "what happened?", "choice1": "people liked it",
            "choice2": "people left", "label": int(w in ("bad", "awful", "boring"))}
           for w in ("great", "good", "lovely", "bad", "awful", "boring")]
     (d / "mc.jsonl").write_text("\n".join(json.dumps(r) for r in mc) + "\n")
-    conll = ["-DOCSTART- -X- -X- O", "",
-             "John NNP B-NP B-PER", "lives VBZ B-VP O", "in IN B-PP O", "Paris NNP B-NP B-LOC", "",
-             "Mary NNP B-NP B-PER", "Smith NNP I-NP I-PER", "likes VBZ B-VP O", "London NNP B-NP B-LOC", ""]
-    (d / "ner_train.txt").write_text("\n".join(conll + conll[2:]) + "\n")
-    (d / "ner_dev.txt").write_text("\n".join(conll) + "\n")
 
 
 def serve_config(backbone: str, data_dir: Path, max_steps: int = 12) -> dict:
