@@ -193,6 +193,15 @@ def _output_kind(task_type: str | None, return_probas: bool) -> str:
     return PROBAS if return_probas else IDS
 
 
+def _in_out_pairs(comp: dict, where: str, f: Findings) -> list[tuple[str, str]] | None:
+    """A component's `in` and `out` names side by side; None (and a problem) when their counts differ."""
+    ins, outs = _names(comp, "in", where, f), _names(comp, "out", where, f)
+    if len(ins) != len(outs):
+        f.problem(where, f"{len(ins)} inputs but {len(outs)} outputs")
+        return None
+    return list(zip(ins, outs, strict=True))
+
+
 def _vocab_step(chain: Chain, comp: dict, where: str, f: Findings, gold_source: dict, ref: bool = False) -> None:
     """A tag vocabulary: gold tags -> ids before the model (training), predicted ids -> tags after it."""
     if ref:
@@ -200,11 +209,7 @@ def _vocab_step(chain: Chain, comp: dict, where: str, f: Findings, gold_source: 
         if comp["ref"] not in chain.vocabs:
             f.problem(f"{where}.ref", f"'{comp['ref']}' is not the id of a simple_vocab defined earlier in the pipe")
             return
-    ins, outs = _names(comp, "in", where, f), _names(comp, "out", where, f)
-    if len(ins) != len(outs):
-        f.problem(where, f"{len(ins)} inputs but {len(outs)} outputs")
-        return
-    for src, dst in zip(ins, outs, strict=True):
+    for src, dst in _in_out_pairs(comp, where, f) or []:
         var = chain.vars.get(src)
         if var is None and src in chain.gold:
             gold_source[dst] = src  # gold tags; the transformer's in_y names the ids and ties them to a task
@@ -230,11 +235,10 @@ def _proba2labels(chain: Chain, comp: dict, where: str, f: Findings) -> None:
     else:
         f.problem(where, "proba2labels needs max_proba: true, confidence_threshold or top_n")
         return
-    ins, outs = _names(comp, "in", where, f), _names(comp, "out", where, f)
-    if len(ins) != len(outs):
-        f.problem(where, f"{len(ins)} inputs but {len(outs)} outputs")
+    pairs = _in_out_pairs(comp, where, f)
+    if pairs is None:
         return
-    for src, dst in zip(ins, outs, strict=True):
+    for src, dst in pairs:
         var = chain.vars.get(src)
         if var is None or var.kind != PROBAS:
             held = "class ids (return_probas is false)" if var is not None and var.kind == IDS else \
@@ -243,7 +247,7 @@ def _proba2labels(chain: Chain, comp: dict, where: str, f: Findings) -> None:
                       "probability output")
             continue
         chain.vars[dst] = Var(var.task, kind)
-    chain.steps.append(Step("proba2labels", ins, outs, params))
+    chain.steps.append(Step("proba2labels", [src for src, _ in pairs], [dst for _, dst in pairs], params))
 
 
 def _check_preprocessors(chain: Chain, found, f: Findings) -> None:
