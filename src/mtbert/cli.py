@@ -185,6 +185,7 @@ MINBERT_HEADERS = {"classification": "Predicted_Sentiment", "pair": "Predicted_I
 def predict_split(predictor, args) -> int:
     """Predict every task (or --task) on the config's dev/test files; minBERT csv or JSON Lines out."""
     from mtbert.data.readers import read_split
+    from mtbert.inference.common import results as answers
     from mtbert.io import atomic_write_text
 
     cfg = predictor.cfg
@@ -197,9 +198,8 @@ def predict_split(predictor, args) -> int:
             log.warning("task %s: no %s file in the config; skipped", name, args.split)
             continue
         examples = read_split(cfg, name, args.split, with_labels=False)
-        inputs = [{"text": ex.text, "text_pair": ex.text_pair, "question": ex.question, "choices": ex.choices,
-                   "tokens": ex.tokens} for ex in examples]
-        results = predictor.predict(name, inputs, return_probas=args.probas)
+        # the reader built and checked the Examples: predict them as they are, not via dicts parsed again
+        results = answers(task, predictor.labels.get(name), predictor.predict_examples(name, examples), args.probas)
         if args.format == "minbert":
             if task.type not in ("classification", "regression"):
                 raise UserError(f"--format minbert writes classification and regression tasks; {name} is {task.type}")
@@ -211,7 +211,8 @@ def predict_split(predictor, args) -> int:
             path = out_dir / f"{name}-{args.split}-output.csv"
             atomic_write_text(path, "\n".join(lines) + "\n")
         else:
-            rows = [{"id": ex.id, **inp, **r} for ex, inp, r in zip(examples, inputs, results, strict=True)]
+            rows = [{"id": ex.id, "text": ex.text, "text_pair": ex.text_pair, "question": ex.question,
+                     "choices": ex.choices, "tokens": ex.tokens, **r} for ex, r in zip(examples, results, strict=True)]
             path = out_dir / f"{name}-{args.split}-predictions.jsonl"
             atomic_write_text(path, "".join(json.dumps({k: v for k, v in row.items() if v is not None},
                                                        ensure_ascii=False) + "\n" for row in rows))

@@ -166,7 +166,11 @@ class PredictorBase:
 
     def predict_raw(self, task: str, inputs: list) -> TaskPredictions:
         spec = self._task(task)
-        examples = [to_example(task, spec, item, i) for i, item in enumerate(inputs, 1)]
+        return self.predict_examples(task, [to_example(task, spec, item, i) for i, item in enumerate(inputs, 1)])
+
+    def predict_examples(self, task: str, examples: list[Example]) -> TaskPredictions:
+        """Predictions for Examples a reader already built (e.g. the config's own test file)."""
+        spec = self._task(task)
         if not examples:
             return TaskPredictions(labels=[])
         return self._predict([task], examples, spec.type, self.cfg.max_length_for(task), spec.pair_encoding)[task]
