@@ -492,6 +492,9 @@ CASES = [
          over_a_run,
          ERR + "<run>: already holds a run; pass --overwrite to replace it, or --run-dir DIR to train into another "
          "directory", 2),
+    Case("cli-nproc-zero", "cli", "`--nproc 0`", "mtbert train config.yaml --nproc 0",
+         lambda env: train_with_config(lambda raw: None)(env) + ["--nproc", "0"],
+         ERR + "--nproc 0: give the number of processes, 1 or more", 2),
     # ------------------------------------------------ security
     Case("security-pickled-encoder", "security",
          "run dir whose encoder is a (malicious) pickled `pytorch_model.bin` instead of `model.safetensors`",

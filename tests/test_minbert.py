@@ -191,8 +191,9 @@ def test_trainer_uses_the_minbert_schedule_and_weights(toy_config, tmp_path, mon
     from mtbert.training import trainer as tr
 
     calls = []
-    real_loss = tr.MultiTaskModel.loss
-    monkeypatch.setattr(tr.MultiTaskModel, "loss", lambda self, task, batch: calls.append(task) or real_loss(self, task, batch))
+    real_forward = tr.MultiTaskModel.forward  # a training step's forward (evaluation runs forward_heads)
+    monkeypatch.setattr(tr.MultiTaskModel, "forward",
+                        lambda self, task, batch: calls.append(task) or real_forward(self, task, batch))
     raw = {**toy_config}
     raw["tasks"] = {k: {**v, "batch_size": 2} for k, v in toy_config["tasks"].items() if k in ("sent", "mc")}
     raw["training"] = {**toy_config["training"], "schedule": "minbert_round_robin", "keep_remainder": True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,14 +29,25 @@ def _setup_logging(verbose: bool) -> None:
 
 def cmd_train(args) -> int:
     from mtbert.training.checkpoint import checkpoints, fingerprint, latest_fingerprint
+    from mtbert.training.distributed import from_env, launch
     from mtbert.training.trainer import TrainingInterrupted, train
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UserError(f"--nproc {args.nproc}: give the number of processes, 1 or more")
+        if "WORLD_SIZE" in os.environ:
+            raise UserError("--nproc: this process was started by torchrun, which set the number of processes; "
+                            "drop --nproc")
+        if args.nproc > 1:
+            return launch(_without_nproc(args.argv), args.nproc)
     cfg, targets = _train_config(args)
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         raise UserError("--resume RUN_DIR names the run dir already; drop --run-dir")
     if args.run_dir or args.resume:
         cfg.run_dir = args.run_dir or args.resume
     run_dir = Path(cfg.run_dir)
+    # under torchrun every rank takes the same decision before rank 0 clears or writes anything
+    ranks = from_env(cfg.training.dist_timeout, cfg.training.device)
     resume = False
     if args.resume:
         if not checkpoints(run_dir):
@@ -45,13 +57,18 @@ def cmd_train(args) -> int:
         log.info("%s holds a checkpoint of this config: resuming it (--overwrite starts again)", run_dir)
         resume = True
     else:
-        _fresh_run_dir(run_dir, args.overwrite)
+        ranks.barrier()
+        _fresh_run_dir(run_dir, args.overwrite, clear=ranks.is_main)
+    ranks.barrier()
     try:
         summary = train(cfg, run_dir, resume=resume)
     except TrainingInterrupted as stop:
-        print(f"mtbert: interrupted at step {stop.step}; a checkpoint is saved. Resume with: "
-              f"mtbert train {args.config} --resume {stop.run_dir}", file=sys.stderr)
+        if stop.is_main:
+            print(f"mtbert: interrupted at step {stop.step}; a checkpoint is saved. Resume with: "
+                  f"mtbert train {args.config} --resume {stop.run_dir}", file=sys.stderr)
         return 128 + stop.signum
+    if not ranks.is_main:
+        return 0
     print((run_dir / "report.md").read_text(encoding="utf-8"))
     print(f"run dir: {summary['run_dir']}")
     if "test" in targets:  # DeepPavlov's evaluation_targets
@@ -98,12 +115,25 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
+def _fresh_run_dir(run_dir: Path, overwrite: bool, clear: bool = True) -> None:
     if (run_dir / "model").exists() or (run_dir / "metrics.jsonl").exists() or (run_dir / "compare.md").exists():
         if not overwrite:
             raise UserError(f"{run_dir}: already holds a run; pass --overwrite to replace it, "
                             "or --run-dir DIR to train into another directory")
-        shutil.rmtree(run_dir)
+        if clear:
+            shutil.rmtree(run_dir)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def cmd_compare(args) -> int:
@@ -293,7 +323,18 @@ def cmd_serve(args) -> int:
         from mtbert.inference.server import serve
     except ImportError:
         raise UserError("mtbert serve needs fastapi and uvicorn: pip install 'mtbert[serve]'") from None
-    serve(load_predictor(args.run_dir, args.engine), host=args.host, port=args.port)
+    from mtbert.inference.server import Limits
+
+    for flag, value in (("--max-batch", args.max_batch), ("--max-inputs", args.max_inputs),
+                        ("--max-chars", args.max_chars)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: give 1 or more")
+    if args.max_wait_ms < 0:
+        raise UserError(f"--max-wait-ms {args.max_wait_ms}: give 0 or more milliseconds")
+    limits = Limits(max_inputs=args.max_inputs, max_chars=args.max_chars, batch_size=args.max_batch,
+                    max_wait_ms=args.max_wait_ms)
+    serve(load_predictor(args.run_dir, args.engine, precision=args.precision), host=args.host, port=args.port,
+          limits=limits)
     return 0
 
 
@@ -318,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in the run dir")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                    "(a run dir holding a checkpoint of the same config is resumed without it)")
+    t.add_argument("--nproc", type=int, metavar="N", help="train with N processes on this machine (runs "
+                   "torchrun --standalone --nproc-per-node N); under torchrun itself, leave it out")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="score a trained run on dev or test data")
@@ -367,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                    help="onnx: run the bundle of mtbert export (RUN_DIR/onnx, or its folder) with onnxruntime")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="torch engine: auto is bf16 where the CPU or GPU supports it")
+    s.add_argument("--max-batch", type=int, default=32, help="inputs per model call when requests are micro-batched")
+    s.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to share its model call")
+    s.add_argument("--max-inputs", type=int, default=64, help="inputs per request (413 beyond)")
+    s.add_argument("--max-chars", type=int, default=10_000, help="characters per input (422 beyond)")
     s.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export", help="export a trained model (encoder and every head) as one ONNX graph")
@@ -380,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` relaunches the same command
     _setup_logging(not args.quiet)
     try:
         return args.func(args)

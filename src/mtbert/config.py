@@ -168,9 +168,11 @@ class TrainingConfig(_Strict):
     min_lr: Annotated[float, Field(ge=0)] = 0.0
     freeze_encoder: bool = False
     freeze_embeddings: bool = False
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # fp16 (with a grad scaler) is for CUDA only
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     length_grouping: bool = True
     threads: Annotated[int, Field(gt=0)] | None = None
+    dist_timeout: Annotated[float, Field(gt=0)] = 1800.0  # seconds a process waits for the others (torchrun)
     progress: bool = True
     checkpoint_every: Annotated[int, Field(gt=0)] | None = None  # steps; checkpoints are also written at every evaluation
     keep_checkpoints: Annotated[int, Field(gt=0)] = 2

@@ -13,32 +13,43 @@ from mtbert.evaluation.metrics import get_metric
 
 @torch.inference_mode()
 def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int,
-                  labels: dict[str, list[str] | None], amp) -> dict[str, TaskPredictions]:
+                  labels: dict[str, list[str] | None], amp, ranks=None) -> dict[str, TaskPredictions]:
     """Predict several tasks that take the same input with one encoder pass per batch. Batches are sorted
-    by length (less padding) and the results put back in input order."""
+    by length (less padding) and the results put back in input order.
+
+    With `ranks` (training.distributed.Dist), each process runs every world-th batch and the outputs are
+    gathered: the batches are the single process's, so the predictions are too."""
     was_training = model.training
     model.eval()
-    outputs: dict[str, list] = {t: [None] * len(feats) for t in tasks}
+    device = next(model.parameters()).device
+    outputs: dict[str, dict[int, np.ndarray]] = {t: {} for t in tasks}
     collate_as = model.task_types[tasks[0]]
-    for idx in sorted_batches(feats, batch_size):
+    batches = sorted_batches(feats, batch_size)
+    if ranks is not None and ranks.enabled:
+        batches = batches[ranks.rank::ranks.world]
+    for idx in batches:
         batch = collate(collate_as, [feats[i] for i in idx], pad_id)
         batch.pop("labels", None)
         with amp():
-            outs = model.forward_heads(tasks, batch)
+            outs = model.forward_heads(tasks, {k: v.to(device) for k, v in batch.items()})
         for task, out in outs.items():
             out = out.float()
             if model.task_types[task] in ("classification", "multiple_choice"):
                 out = model.heads[task].probas(out)
-            for i, row in zip(idx, out.numpy(), strict=True):
-                outputs[task][i] = row
+            outputs[task].update(zip(idx, out.cpu().numpy(), strict=True))
+    if ranks is not None and ranks.enabled:
+        for part in ranks.gather(outputs):
+            for task in tasks:
+                outputs[task].update(part[task])
     model.train(was_training)
+    outputs = {t: [rows[i] for i in range(len(feats))] for t, rows in outputs.items()}
     word_ids = [f.word_ids for f in feats]
     return {t: decode(model.task_types[t], outputs[t], word_ids, labels.get(t)) for t in tasks}
 
 
 def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id: int,
-                 labels: list[str] | None, amp) -> TaskPredictions:
-    return predict_tasks(model, [task], feats, batch_size, pad_id, {task: labels}, amp)[task]
+                 labels: list[str] | None, amp, ranks=None) -> TaskPredictions:
+    return predict_tasks(model, [task], feats, batch_size, pad_id, {task: labels}, amp, ranks)[task]
 
 
 def gold_values(task_type: str, examples: list[Example], labels: list[str] | None):

@@ -5,12 +5,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from mtbert.data.features import encode
 from mtbert.evaluation.evaluate import predict_tasks
 from mtbert.inference.common import PredictorBase
-from mtbert.modeling.precision import autocast, resolve_precision
+from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
 from mtbert.rundir import load_model
 
 
@@ -21,10 +19,12 @@ class Predictor(PredictorBase):
     engine = "torch"
 
     def __init__(self, run_dir: str | Path, precision: str = "auto", batch_size: int = 64,
-                 backbone_impl: str | None = None):
+                 backbone_impl: str | None = None, device: str = "auto"):
         self.cfg, self.model, self.tokenizer, self.labels = load_model(run_dir, backbone_impl)
+        self.device = resolve_device(device)
+        self.model.to(self.device)
         self.batch_size = batch_size
-        self.amp = partial(autocast, resolve_precision(precision, torch.device("cpu")), torch.device("cpu"))
+        self.amp = partial(autocast, resolve_precision(precision, self.device), self.device)
 
     def _predict(self, tasks, examples, encode_as, max_length, pair_encoding):
         feats = encode(encode_as, examples, self.tokenizer, max_length, with_labels=False, pair_encoding=pair_encoding)

@@ -51,6 +51,20 @@ class Head(nn.Module):
     def probas(self, out: torch.Tensor) -> torch.Tensor:
         return torch.softmax(out, dim=-1)
 
+    def loss_terms(self, out: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss summed over the batch, and what its mean divides by (examples, gold-class weights or
+        labelled tokens). Kept apart so several processes, each holding a shard of one batch, can divide
+        their sums by the whole batch's count and get the single-process loss."""
+        raise NotImplementedError
+
+    def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        total, count = self.loss_terms(out, labels)
+        return total / count
+
+
+def _count(labels: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(float(labels.numel()), device=labels.device)
+
 
 class ClassificationHead(Head):
     """Cross-entropy over the classes, or (`bce`) one logit with a sigmoid and binary cross-entropy."""
@@ -67,11 +81,15 @@ class ClassificationHead(Head):
         logits = self.out(self.pooled(hidden, pooler_output, mask, groups))
         return logits.squeeze(-1) if self.bce else logits
 
-    def loss(self, logits, labels):
+    def loss_terms(self, logits, labels):
         if self.bce:
             weight = None if self.class_weights is None else self.class_weights[labels]
-            return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), weight=weight)
-        return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+            total = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), weight=weight, reduction="sum")
+            return total, _count(labels)
+        total = F.cross_entropy(logits.float(), labels, weight=self.class_weights, reduction="sum")
+        # a weighted mean, as torch's: divided by the weights of the gold classes
+        return total, (self.class_weights[labels].sum() if self.class_weights is not None
+                       else _count(labels))
 
     def probas(self, out):
         if self.bce:
@@ -93,8 +111,8 @@ class RegressionHead(Head):
         score = self.out(self.pooled(hidden, pooler_output, mask, groups)).squeeze(-1)
         return F.relu(score) if self.relu else score
 
-    def loss(self, scores, labels):
-        return F.mse_loss(scores.float(), labels)
+    def loss_terms(self, scores, labels):
+        return F.mse_loss(scores.float(), labels, reduction="sum"), _count(labels)
 
     def probas(self, out):
         return out
@@ -109,8 +127,8 @@ class MultipleChoiceHead(Head):
     def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.pooled(hidden, pooler_output, mask)).view(-1, groups)
 
-    def loss(self, logits, labels):
-        return F.cross_entropy(logits.float(), labels)
+    def loss_terms(self, logits, labels):
+        return F.cross_entropy(logits.float(), labels, reduction="sum"), _count(labels)
 
 
 class SequenceLabelingHead(Head):
@@ -120,8 +138,9 @@ class SequenceLabelingHead(Head):
     def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.dropout(hidden))
 
-    def loss(self, logits, labels):
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+    def loss_terms(self, logits, labels):
+        total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        return total, (labels != IGNORE).sum().float()
 
 
 def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=None, target_mean: float = 0.0) -> Head:

@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from mtbert.errors import UserError
+
 
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
@@ -17,12 +19,29 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto': bf16 where supported; on a GPU without bf16 (before Ampere) fp16, which needs a grad scaler."""
     if precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
+        if bf16_supported(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("training.precision: fp16 needs a CUDA GPU (this run is on the CPU); use bf16, fp32 or auto")
     return precision
 
 
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """'auto' is CUDA when torch sees a GPU, else the CPU; each process of a multi-GPU run takes the GPU of its
+    local rank."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("training.device: cuda, but torch sees no GPU (a CPU-only torch, or no driver); "
+                        "use device: cpu or auto")
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
 def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return contextlib.nullcontext()

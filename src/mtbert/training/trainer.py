@@ -6,6 +6,7 @@ them: their weights, weight decay and optimiser state stay bit-identical, as in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,9 +39,10 @@ from mtbert.io import append_line, atomic_write_text
 from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
-from mtbert.modeling.precision import autocast, resolve_precision
+from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
 from mtbert.rundir import save_model, write_config
 from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
+from mtbert.training.distributed import Dist, from_env
 from mtbert.training.report import write_curves, write_report
 
 log = logging.getLogger("mtbert")
@@ -170,12 +172,13 @@ class LrSchedule:
         return self.optimizer.param_groups[0]["lr"]
 
 
-def evaluate_all(model, data: dict[str, TaskData], cfg: Config, pad_id: int, amp) -> tuple[dict, dict]:
+def evaluate_all(model, data: dict[str, TaskData], cfg: Config, pad_id: int, amp,
+                 ranks: Dist | None = None) -> tuple[dict, dict]:
     scores, outputs = {}, {}
     for name, td in data.items():
         if not td.dev_feats:
             continue
-        preds = predict_task(model, name, td.dev_feats, cfg.training.eval_batch_size, pad_id, td.labels, amp)
+        preds = predict_task(model, name, td.dev_feats, cfg.training.eval_batch_size, pad_id, td.labels, amp, ranks)
         scores[name] = score_task(td.type, metric_names(cfg, name), td.dev, preds, td.labels)
         outputs[name] = preds
     return scores, outputs
@@ -234,11 +237,11 @@ class _quiet:
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was written at `step`."""
+    """SIGINT or SIGTERM arrived; a checkpoint was written at `step` (by rank 0)."""
 
-    def __init__(self, step: int, run_dir: Path, signum: int):
+    def __init__(self, step: int, run_dir: Path, signum: int, is_main: bool = True):
         super().__init__(f"interrupted at step {step}")
-        self.step, self.run_dir, self.signum = step, run_dir, signum
+        self.step, self.run_dir, self.signum, self.is_main = step, run_dir, signum, is_main
 
 
 @dataclass
@@ -295,16 +298,50 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
     run_dir = Path(run_dir or cfg.run_dir)
     if t.threads:
         torch.set_num_threads(t.threads)
+    ranks = from_env(t.dist_timeout, t.device)
+    try:
+        with _rank_logging(ranks):
+            return _train(cfg, run_dir, resume, ranks)
+    finally:
+        ranks.close()
+
+
+class _rank_logging:
+    """Only rank 0 logs progress; the others say only what goes wrong."""
+
+    def __init__(self, ranks: Dist):
+        self.quiet = not ranks.is_main
+
+    def __enter__(self):
+        self.level = log.level
+        if self.quiet:
+            log.setLevel(logging.WARNING)
+
+    def __exit__(self, *exc):
+        log.setLevel(self.level)
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
+    t = cfg.training
+    main = ranks.is_main
     seed_everything(cfg.seed)
-    device = torch.device("cpu")
+    device = resolve_device(t.device, ranks.local_rank)
     precision = resolve_precision(t.precision, device)
     amp = partial(autocast, precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer)
     pad_id = tokenizer.pad_token_id or 0
-    model = build_model(cfg, data)
+    model = build_model(cfg, data).to(device)
     model.train()
+    net = model
+    if ranks.enabled:
+        # a step trains one task, so the other heads are unused: DDP must look for them (and then leaves
+        # their gradients None, so AdamW skips them as on one process)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True, forward_sync_buffers=False)  # no BatchNorm: nothing to sync
 
     streams = {
         name: BatchStream(len(td.train_feats), cfg.batch_size(name),
@@ -325,11 +362,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
     optimizer = make_optimizer(model, cfg)
     lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     state = TrainState()
     if resume and (found := checkpoints(run_dir)):
         saved = load_checkpoint(found[-1], model, optimizer)
+        scaler.load_state_dict(saved.pop("grad_scaler", None) or {})
         if saved.pop("fingerprint") != fingerprint(cfg):
             raise UserError(f"{run_dir}: its checkpoint was made with a different config; "
                             "resume with the same config, or --overwrite to start again")
@@ -337,43 +376,52 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
         for name, stream_state in saved.pop("streams").items():
             streams[name].set_state(stream_state)
         state = TrainState(**saved)
-        # evaluations after the checkpoint will run again: drop their lines
-        kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= state.step] if metrics_path.exists() else []
-        atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+        if main:  # evaluations after the checkpoint will run again: drop their lines
+            kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= state.step] if metrics_path.exists() else []
+            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
         log.info("resuming %s from step %d (%s)", run_dir, state.step, found[-1].name)
-    else:
+    elif main:
         metrics_path.write_text("", encoding="utf-8")
-    write_config(run_dir, cfg)
+    if ranks.rank:  # dropout: each rank its own masks
+        torch.manual_seed(cfg.seed + 7919 * ranks.rank + state.step)
+    if main:
+        write_config(run_dir, cfg)
     lr_schedule.factor = state.lr_factor
     labels = {n: td.labels for n, td in data.items() if td.labels}
     primary = {n: metric_names(cfg, n)[0] for n in data}
     has_dev = any(td.dev_feats for td in data.values())
-    log.info("training %d steps (%d per epoch, %.2g epochs), schedule %s, precision %s, run dir %s",
-             total_steps, steps_per_epoch, epochs, t.schedule, precision, run_dir)
+    log.info("training %d steps (%d per epoch, %.2g epochs), schedule %s, precision %s on %s%s, run dir %s",
+             total_steps, steps_per_epoch, epochs, t.schedule, precision, device,
+             f", {ranks.world} processes" if ranks.enabled else "", run_dir)
 
     def checkpoint() -> None:
+        if not main:
+            return
         state.lr_factor = lr_schedule.factor
         payload = {**asdict(state), "fingerprint": fingerprint(cfg), "schedule": schedule.state(),
-                   "streams": {n: s.state() for n, s in streams.items()}}
+                   "streams": {n: s.state() for n, s in streams.items()}, "grad_scaler": scaler.state_dict()}
         save_checkpoint(run_dir, state.step, model, optimizer, payload, t.keep_checkpoints)
 
     def evaluate() -> bool:
-        """Score dev, log it, keep the best model; True when early stopping says stop."""
-        scores, outputs = evaluate_all(model, data, cfg, pad_id, amp)
+        """Score dev (each rank a share of the batches), log it, keep the best model; True when early
+        stopping says stop. Every rank gets the same scores, so they all take the same decisions."""
+        scores, outputs = evaluate_all(model, data, cfg, pad_id, amp, ranks)
         custom = custom_outputs(data, outputs) if ":" in t.target_metric else None  # only a custom target needs them
         target = target_value(t.target_metric, scores, primary, custom)
         record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "lr": lr_schedule.lr,
                   "train_loss": {k: v[0] / max(v[1], 1) for k, v in state.loss_sums.items()},
                   "dev": scores, "target": target}
-        append_line(metrics_path, json.dumps(record))
+        if main:
+            append_line(metrics_path, json.dumps(record))
         state.dev_curve.append(record)
         state.loss_sums = {}
         bar.write(f"step {state.step}: target {target:.4f} | " +
                   " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
         if target > state.best:
             state.best, state.best_eval, state.bad_evals = target, record, 0
-            save_model(run_dir, model, tokenizer, cfg, labels)
+            if main:
+                save_model(run_dir, model, tokenizer, cfg, labels)
         else:
             state.bad_evals += 1
         if t.lr_drop_patience:
@@ -391,7 +439,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
             return True
         return False
 
-    bar = tqdm(total=total_steps, initial=state.step, disable=not t.progress, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=state.step, disable=not (t.progress and main), desc="train",
+               dynamic_ncols=True)
     with _StopSignals() as signals:
         while not state.done and state.step < total_steps:
             tick = time.time()
@@ -404,18 +453,28 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
             td, weight = data[task], data[task].cfg.loss_weight * schedule.weight(task)
             lr_schedule.set(step)
             step_loss = 0.0
-            for _ in range(accum):
-                idx = streams[task].next()
-                batch = collate(td.type, [td.train_feats[i] for i in idx], pad_id)
-                with amp():
-                    loss = model.loss(task, batch)
-                (loss * weight / accum).backward()
-                step_loss += loss.item() / accum
+            for k in range(accum):
+                # every rank draws the same batch and takes its shard; the all-reduce of the gradients
+                # waits for the last accumulation step (no_sync before it)
+                idx, share = ranks.shard(streams[task].next())
+                batch = {key: v.to(device) for key, v in
+                         collate(td.type, [td.train_feats[i] for i in idx], pad_id).items()}
+                with net.no_sync() if ranks.enabled and k < accum - 1 else contextlib.nullcontext():
+                    with amp():
+                        out = net(task, batch)
+                    total, count = model.heads[task].loss_terms(out, batch["labels"])
+                    # the loss of the whole batch: every rank's sum over every rank's count (DDP then
+                    # averages the gradients over the ranks, hence the world size)
+                    whole = ranks.sum(torch.stack([total.detach(), count]) * share)
+                    scaler.scale(total * share * ranks.world / whole[1] * weight / accum).backward()
+                step_loss += (whole[0] / whole[1]).item() / accum
             state.step += 1
             if math.isfinite(step_loss):
+                scaler.unscale_(optimizer)
                 if t.clip_norm:
                     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], t.clip_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 state.steps_per_task[task] = state.steps_per_task.get(task, 0) + 1
                 sums = state.loss_sums.setdefault(task, [0.0, 0])
                 sums[0] += step_loss
@@ -440,12 +499,16 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
                 state.done = evaluate()
                 state.eval_seconds += time.time() - tick
             state.done = state.done or state.step == total_steps
-            if due or state.done or (t.checkpoint_every and state.step % t.checkpoint_every == 0) or signals.signum:
+            # a signal reaches the ranks at different steps: they stop together at the first step any saw it
+            stop = ranks.any(signals.signum != 0) if ranks.enabled else bool(signals.signum)
+            if due or state.done or (t.checkpoint_every and state.step % t.checkpoint_every == 0) or stop:
                 checkpoint()
-            if signals.signum and not state.done:
+            if stop and not state.done:
                 bar.close()
-                raise TrainingInterrupted(state.step, run_dir, signals.signum)
+                raise TrainingInterrupted(state.step, run_dir, signals.signum or signal.SIGTERM, main)
     bar.close()
+    if not main:
+        return {"run_dir": str(run_dir), "steps": state.step, "best": state.best_eval}
     if not has_dev:
         save_model(run_dir, model, tokenizer, cfg, labels)
     summary = {"run_dir": str(run_dir), "steps": state.step, "train_seconds": round(state.train_seconds, 1),

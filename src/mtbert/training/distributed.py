@@ -1,0 +1,115 @@
+"""Several processes training one model with torch.distributed, launched by torchrun (or by
+`mtbert train --nproc N`, which runs torchrun on this machine).
+
+Every rank holds the whole model and reads the same data; the task schedule and each task's batch order
+come from the config's seed, so all ranks train the same task in the same step and agree on the batch.
+Each rank then takes its own shard of that batch, and DistributedDataParallel all-reduces the gradients.
+The run dir, logs, progress bar and checkpoints are rank 0's; a checkpoint is the same as one process's,
+so a run resumes with any number of processes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mtbert.errors import UserError
+
+
+class RankLost(UserError):
+    """A collective failed: another rank died, or stopped answering within the timeout."""
+
+
+@dataclass
+class Dist:
+    """This process's place among the training processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def shard(self, batch: list) -> tuple[list, float]:
+        """This rank's part of a batch every rank agrees on, and 1.0; a rank left without examples (a
+        batch smaller than the number of ranks) still runs one, weighted 0, so every rank's backward
+        reaches the same parameters and the all-reduce stays in step."""
+        part = batch[self.rank::self.world]
+        return (part, 1.0) if part else (batch[:1], 0.0)
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            _collective(dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        return bool(self.sum(torch.tensor([float(flag)])).item())
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world
+        _collective(dist.all_gather_object, out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            _collective(dist.barrier)
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _collective(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (RuntimeError, dist.DistError) as err:  # gloo reports a lost peer as a plain RuntimeError
+        # gloo's message starts with its source file and ends in banter: keep the sentence that says what
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(err).splitlines()[0]).split(". ")[0]
+        raise RankLost(f"rank {dist.get_rank()}: another training process stopped or did not answer within "
+                       f"the timeout ({reason}); see that rank's output for why") from None
+
+
+def from_env(timeout_s: float, device: str = "auto") -> Dist:
+    """Join the process group torchrun described in the environment (WORLD_SIZE, RANK, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT): gloo on CPU, nccl on CUDA (`device` is training.device). Without those
+    variables: one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+        try:
+            dist.init_process_group(backend, rank=rank, world_size=world,
+                                    timeout=datetime.timedelta(seconds=timeout_s))
+        except (RuntimeError, ValueError, dist.DistError) as err:
+            raise UserError(f"rank {rank}: could not join the other {world - 1} training processes at "
+                            f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} ({err}); check "
+                            "torchrun's --rdzv-endpoint / --master-addr and that every node can reach it") from None
+    return Dist(rank, world, local_rank)
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """`mtbert ... --nproc N`: run the same command in N processes on this machine through torchrun."""
+    env = dict(os.environ)
+    # torchrun would set one thread per process; share the cores instead unless the user chose
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "mtbert", *argv]
+    return subprocess.call(cmd, env=env)
