@@ -3,9 +3,12 @@ thread each), on the five-task mix, alternating, medians of the repeats; the sca
 (examples/s with N) / (N x examples/s with 1).
 
     python benchmarks/ddp_scaling.py [--config configs/deeppavlov_example.yaml] [--steps 150] [--repeats 2] [--nproc 2]
+                                     [--accumulation 1,4]
 
-Only the training loop is timed (the trainer's own clock: it excludes reading and tokenising the data and
-the one evaluation at the end). Writes the 'ddp_scaling' section of benchmarks/RESULTS.md.
+Each gradient-accumulation setting is measured on its own (with accumulation k the gradients are all-reduced
+once per k batches, and a step holds k batches). Only the training loop is timed (the trainer's own clock:
+reading and tokenising the data is not in it; the dev sets are left out). Writes the 'ddp_scaling' section
+of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,34 +49,41 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--accumulation", default="1,4", help="gradient_accumulation_steps settings to measure")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    sets = [f"training.max_steps={args.steps}", f"training.eval_every={args.steps}", "training.threads=1",
-            "training.progress=false", *args.set]
     out = Path(tempfile.mkdtemp(prefix="mtbert-ddp-"))
-    rates: dict[int, list[float]] = {1: [], args.nproc: []}
-    for r in range(args.repeats):
-        for n in rates:
-            rates[n].append(run(args.config, sets, out / f"n{n}-{r}", n))
-            print(f"repeat {r}, {n} process(es): {rates[n][-1]:.1f} examples/s", flush=True)
-    one, many = statistics.median(rates[1]), statistics.median(rates[args.nproc])
+    table, summary = [], []
+    for accum in [int(a) for a in args.accumulation.split(",")]:
+        sets = [f"training.max_steps={max(1, args.steps // accum)}", f"training.gradient_accumulation_steps={accum}",
+                "training.threads=1", "training.progress=false", *args.set]
+        sets += [f"tasks.{task}.dev=null" for task in load_config(args.config, sets).tasks]  # training only
+        rates: dict[int, list[float]] = {1: [], args.nproc: []}
+        for r in range(args.repeats):
+            for n in rates:
+                rates[n].append(run(args.config, sets, out / f"a{accum}-n{n}-{r}", n))
+                print(f"accumulation {accum}, repeat {r}, {n} process(es): {rates[n][-1]:.1f} examples/s", flush=True)
+        one, many = statistics.median(rates[1]), statistics.median(rates[args.nproc])
+        for n, median in ((1, one), (args.nproc, many)):
+            table.append(f"| {accum} | {n} | {median:.1f} | {', '.join(f'{x:.1f}' for x in rates[n])} |")
+        summary.append(f"- accumulation {accum}: speed-up with {args.nproc} processes **{many / one:.2f}x**, "
+                       f"scaling efficiency **{many / one / args.nproc:.0%}**")
     cfg = load_config(args.config, sets)
     body = f"""## Several processes: training throughput with torch.distributed (issue 6)
 
-- command: `python benchmarks/ddp_scaling.py --config {args.config} --steps {args.steps} --repeats {args.repeats} --nproc {args.nproc}`
+- command: `python benchmarks/ddp_scaling.py --config {args.config} --steps {args.steps} --repeats {args.repeats} --nproc {args.nproc} --accumulation {args.accumulation}`
 - machine: {machine()}
 - date: {today()}
 - setup: `mtbert train --nproc N` (torchrun, gloo on loopback), one thread per process, the five-task mix,
-  global batch {cfg.training.batch_size} (each of N processes takes 1/N of it), {args.steps} steps, precision
-  {cfg.training.precision}; runs alternate, medians of {args.repeats}; the trainer's clock (data loading and the
-  final evaluation excluded)
+  global batch {cfg.training.batch_size} (each of N processes takes 1/N of it), {args.steps} batches per run,
+  precision {cfg.training.precision}; runs alternate, medians of {args.repeats}; the trainer's clock (data loading
+  excluded; no dev evaluation)
 
-| processes | examples/s (median) | runs |
-|---|---|---|
-| 1 | {one:.1f} | {", ".join(f"{x:.1f}" for x in rates[1])} |
-| {args.nproc} | {many:.1f} | {", ".join(f"{x:.1f}" for x in rates[args.nproc])} |
+| gradient accumulation | processes | examples/s (median) | runs |
+|---|---|---|---|
+{chr(10).join(table)}
 
-- speed-up with {args.nproc} processes: **{many / one:.2f}x**; scaling efficiency **{many / one / args.nproc:.0%}**
+{chr(10).join(summary)}
 """
     write_section("ddp_scaling", body)
     print(body)

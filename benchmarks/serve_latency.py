@@ -39,7 +39,10 @@ TEXTS = [
     "Peter Blackburn , BRUSSELS 1996-08-22",
     "the film is strictly routine , with a story that meanders and characters that never come alive .",
 ]
-ENGINES = {"torch": ("torch", None), "onnx-fp32": ("onnx", None), "onnx-int8": ("onnx", "int8")}
+# name: (engine, ONNX quantisation, precision of the torch engine). torch-fp32 is the issue's baseline;
+# torch-auto is what `mtbert serve` does by default (bf16 where the CPU has it)
+ENGINES = {"torch-fp32": ("torch", None, "fp32"), "torch-auto": ("torch", None, "auto"),
+           "onnx-fp32": ("onnx", None, None), "onnx-int8": ("onnx", "int8", None)}
 
 
 def free_port() -> int:
@@ -58,10 +61,11 @@ def bundle(run_dir: Path, quantize: str | None) -> Path:
     return out
 
 
-def start_server(path: Path, engine: str, port: int) -> subprocess.Popen:
+def start_server(path: Path, engine: str, port: int, precision: str | None) -> subprocess.Popen:
+    extra = ["--precision", precision] if precision else []
     proc = subprocess.Popen([sys.executable, "-m", "mtbert", "-q", "serve", str(path), "--engine", engine,
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                             "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -115,10 +119,10 @@ def main() -> None:
     engines = args.engines.split(",")
     rows, throughput = [], {}
     for name in engines:
-        engine, quantize = ENGINES[name]
+        engine, quantize, precision = ENGINES[name]
         path = run_dir if engine == "torch" else bundle(run_dir, quantize)
         port = free_port()
-        proc = start_server(path, engine, port)
+        proc = start_server(path, engine, port, precision)
         try:
             for c in clients:
                 lat, wall = asyncio.run(load(f"http://127.0.0.1:{port}", c, args.requests))
@@ -137,10 +141,13 @@ def main() -> None:
         if (name, lo) in throughput and (name, hi) in throughput and hi != lo:
             ratio = throughput[name, hi] / throughput[name, lo]
             lines.append(f"- {name}: {hi} clients / {lo} client throughput **{ratio:.2f}x** (bar: >= 3x)")
-    if "torch" in engines and "onnx-int8" in engines:
-        for c in clients:
-            ratio = throughput["onnx-int8", c] / throughput["torch", c]
-            lines.append(f"- onnx-int8 / torch throughput with {c} client{'s' if c > 1 else ''}: **{ratio:.2f}x** (bar: >= 1.5x)")
+    for base in ("torch-fp32", "torch-auto"):
+        if base in engines and "onnx-int8" in engines:
+            for c in clients:
+                ratio = throughput["onnx-int8", c] / throughput[base, c]
+                bar = " (bar: >= 1.5x)" if base == "torch-fp32" else ""
+                lines.append(f"- onnx-int8 / {base} throughput with {c} client{'s' if c > 1 else ''}: "
+                             f"**{ratio:.2f}x**{bar}")
     body = f"""## Serving: latency and throughput on loopback (issue 5)
 
 - command: `python benchmarks/serve_latency.py --run-dir {args.run_dir} --requests {args.requests} --clients {args.clients}`

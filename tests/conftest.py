@@ -32,6 +32,21 @@ def tiny_bert(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_bert_no_dropout(tiny_bert, tmp_path_factory) -> str:
+    """The tiny BERT without dropout, for comparing two ways of training the same model (several processes,
+    a compiled encoder), whose dropout masks would differ."""
+    import json
+    import shutil
+
+    path = tmp_path_factory.mktemp("tiny_bert_no_dropout")
+    shutil.copytree(tiny_bert, path, dirs_exist_ok=True)
+    config = json.loads((path / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """Write a config dict as YAML (or JSON with suffix='.json') and return its path."""

@@ -495,6 +495,12 @@ CASES = [
     Case("cli-nproc-zero", "cli", "`--nproc 0`", "mtbert train config.yaml --nproc 0",
          lambda env: train_with_config(lambda raw: None)(env) + ["--nproc", "0"],
          ERR + "--nproc 0: give the number of processes, 1 or more", 2),
+    Case("cli-serve-max-batch-zero", "cli", "`serve --max-batch 0`", "mtbert serve RUN --max-batch 0",
+         lambda env: ["serve", str(env.trained_run()), "--max-batch", "0"],
+         ERR + "--max-batch 0: give 1 or more", 2),
+    Case("cli-serve-negative-wait", "cli", "`serve --max-wait-ms -1`", "mtbert serve RUN --max-wait-ms -1",
+         lambda env: ["serve", str(env.trained_run()), "--max-wait-ms", "-1"],
+         ERR + "--max-wait-ms -1.0: give 0 or more milliseconds", 2),
     # ------------------------------------------------ security
     Case("security-pickled-encoder", "security",
          "run dir whose encoder is a (malicious) pickled `pytorch_model.bin` instead of `model.safetensors`",

