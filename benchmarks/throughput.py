@@ -12,6 +12,8 @@
                 bf16 matmul peak of this machine.
 5. memory:      peak RSS of one process holding one model with 5 heads vs one single-task model
                 (and vs 5 single-task models), each in a fresh subprocess.
+compile:        (only when asked: --only compile) mtbert's training steps with the encoder compiled
+                (training.compile) vs eager, after warm-up steps in which it compiles.
 
 Each comparison alternates its contenders and reports medians of `--repeats` runs as ratios. The figures
 go to the 'throughput' section of benchmarks/RESULTS.md.
@@ -82,14 +84,18 @@ def task_sequence(cfg, data, steps: int) -> list[tuple[str, list[int]]]:
     return seq
 
 
-def mtbert_train(cfg, tok, data, seq) -> float:
+def mtbert_train(cfg, tok, data, seq, compile: bool = False, warmup: int = 0, timings: dict | None = None) -> float:
+    """Examples/s over `seq` after `warmup` untimed steps (the steps a compiled encoder compiles in; their
+    time goes to timings["warmup_s"])."""
     seed_everything(0)
     model = build_model(cfg, data)
     model.train()
+    if compile:
+        model.encoder.compile(dynamic=True)  # as training.compile does
     opt = make_optimizer(model, cfg)
     amp = partial(autocast, resolve_precision("auto", CPU), CPU)
-    start, n = time.perf_counter(), 0
-    for task, idx in seq:
+
+    def step(task, idx):
         td = data[task]
         batch = collate(td.type, [td.train_feats[i] for i in idx], tok.pad_token_id)
         with amp():
@@ -97,6 +103,15 @@ def mtbert_train(cfg, tok, data, seq) -> float:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    start = time.perf_counter()
+    for task, idx in seq[:warmup]:
+        step(task, idx)
+    if timings is not None:
+        timings["warmup_s"] = time.perf_counter() - start
+    start, n = time.perf_counter(), 0
+    for task, idx in seq[warmup:]:
+        step(task, idx)
         n += len(idx)
     return n / (time.perf_counter() - start)
 
@@ -189,6 +204,37 @@ loops: one `AutoModelFor...` per task, tokenised per batch, fp32.
 
 Ratios: mtbert / max_length loop = **{m['mtbert'] / m['plain max_length']:.2f}x** (bar >= 3x);
 mtbert / dynamic-padding loop = **{m['mtbert'] / m['plain dynamic']:.2f}x** (bar >= 1.5x).
+"""
+
+
+def bench_compile(args) -> str:
+    """training.compile: the same steps with the encoder compiled (inductor, dynamic shapes) and eager."""
+    cfg, tok, data = five_task_data(args.examples)
+    warmup = 20
+    seq = task_sequence(cfg, data, warmup + args.steps)
+    print("training examples/s, eager vs compiled encoder", flush=True)
+    warm = {"eager": [], "compiled": []}
+
+    def run(compiled: bool) -> float:
+        timings = {}
+        rate = mtbert_train(cfg, tok, data, seq, compile=compiled, warmup=warmup, timings=timings)
+        warm["compiled" if compiled else "eager"].append(timings["warmup_s"])
+        return rate
+
+    r = median_runs({"eager": lambda: run(False), "compiled": lambda: run(True)}, args.repeats)
+    m = {k: statistics.median(v) for k, v in r.items()}
+    return f"""### torch.compile (training.compile)
+
+{args.steps} optimiser steps timed after {warmup} untimed warm-up steps (in which the compiled encoder
+compiles), the five-task mix as in part 1, bf16 autocast where supported, median of {args.repeats}
+alternating runs.
+
+| contender | examples/s after warm-up (median) | runs | warm-up steps took (median) |
+|---|---|---|---|
+| eager | {m['eager']:.1f} | {', '.join(f'{x:.1f}' for x in r['eager'])} | {statistics.median(warm['eager']):.0f} s |
+| compiled | {m['compiled']:.1f} | {', '.join(f'{x:.1f}' for x in r['compiled'])} | {statistics.median(warm['compiled']):.0f} s |
+
+compiled / eager after warm-up = **{m['compiled'] / m['eager']:.2f}x**.
 """
 
 
@@ -417,7 +463,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="mtbert-throughput-"))
-    parts = {"train": lambda: bench_train(args), "predict_all": lambda: bench_predict_all(args, tmp),
+    parts = {"train": lambda: bench_train(args), "compile": lambda: bench_compile(args),
+             "predict_all": lambda: bench_predict_all(args, tmp),
              "inference": lambda: bench_inference(args, tmp), "mfu": lambda: bench_mfu(args),
              "memory": lambda: bench_memory(args, tmp)}
     for name in args.only.split(","):
