@@ -29,6 +29,16 @@ from mtbert.inference.export import export_onnx  # noqa: E402
 from mtbert.inference.onnx_predictor import OnnxPredictor  # noqa: E402
 
 
+def flipped_confidence(a, b) -> str:
+    """How sure fp32 was of the examples int8 answers differently: its largest and median top probability
+    over them, beside the median over all examples."""
+    top = np.array([p.max() for p in a.probas])
+    flip = np.array([x != y for x, y in zip(a.labels, b.labels, strict=True)])
+    if not flip.any():
+        return "no flips"
+    return f"{top[flip].max():.2f} / {np.median(top[flip]):.2f} (all: {np.median(top):.2f})"
+
+
 def agreement(task_type: str, a, b) -> tuple[float, int]:
     """Share of labels int8 keeps, and over how many labels (words, for sequence labeling)."""
     if task_type == "sequence_labeling":
@@ -48,8 +58,8 @@ def main() -> None:
     engines = {name: OnnxPredictor(path) for name, path in bundles.items()}
     cfg = engines["fp32"].cfg.model_copy(update={"data_dir": args.data_dir})
     seconds = dict.fromkeys(engines, 0.0)
-    rows = ["| task | type | labels compared | int8 agrees with fp32 | metric | fp32 | int8 |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| task | type | labels compared | int8 agrees with fp32 | fp32 top probability where int8 differs: "
+            "max / median | metric | fp32 | int8 |", "|---|---|---|---|---|---|---|---|"]
     worst = 1.0
     for task, spec in cfg.tasks.items():
         if not spec.dev:
@@ -66,12 +76,13 @@ def main() -> None:
         if spec.type == "regression":
             diff = np.abs(np.array(preds["fp32"].labels, dtype=float) - np.array(preds["int8"].labels, dtype=float))
             agree = f"(largest score change {diff.max():.3f})"
-            compared = str(len(examples))
+            compared, sure = str(len(examples)), ""
         else:
             share, n = agreement(spec.type, preds["fp32"], preds["int8"])
             worst = min(worst, share)
             agree, compared = f"**{share:.2%}**", f"{n} ({'words' if spec.type == 'sequence_labeling' else 'examples'})"
-        rows.append(f"| {task} | {spec.type} | {compared} | {agree} | {metric} | {scores['fp32']:.4f} | "
+            sure = "" if spec.type == "sequence_labeling" else flipped_confidence(preds["fp32"], preds["int8"])
+        rows.append(f"| {task} | {spec.type} | {compared} | {agree} | {sure} | {metric} | {scores['fp32']:.4f} | "
                     f"{scores['int8']:.4f} |")
         print(rows[-1], flush=True)
     sizes = {n: (p / "model.onnx").stat().st_size / 2**20 for n, p in bundles.items()}

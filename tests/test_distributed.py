@@ -84,6 +84,7 @@ def test_two_processes_train_the_single_process_model(dist_config, tmp_path):
     # written once, by rank 0: one line per evaluation, one report, the same files as one process writes
     assert sorted(p.name for p in double.iterdir()) == sorted(p.name for p in single.iterdir())
     assert out.stdout.count("run dir:") == 1
+    assert out.stdout.count("step 4: target") == out.stdout.count("step 8: target") == 1
     heads = load_file(double / "model/heads.safetensors")
     assert heads.keys() == load_file(single / "model/heads.safetensors").keys()
 

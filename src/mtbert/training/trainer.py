@@ -401,6 +401,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
              total_steps, steps_per_epoch, epochs, t.schedule, precision, device,
              f", {ranks.world} processes" if ranks.enabled else "", run_dir)
 
+    def say(line: str) -> None:
+        if main:  # tqdm.write prints even where the bar is disabled
+            bar.write(line)
+
     def checkpoint() -> None:
         if not main:
             return
@@ -422,7 +426,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
             append_line(metrics_path, json.dumps(record))
         state.dev_curve.append(record)
         state.loss_sums = {}
-        bar.write(f"step {state.step}: target {target:.4f} | " +
+        say(f"step {state.step}: target {target:.4f} | " +
                   " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
         if target > state.best:
             state.best, state.best_eval, state.bad_evals = target, record, 0
@@ -441,7 +445,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
                         log.info("no improvement for %d evaluations: learning rate divided by %g",
                                  t.lr_drop_patience, t.lr_drop_div)
         if t.patience and state.bad_evals >= t.patience:
-            bar.write(f"early stop at step {state.step}: no improvement for {t.patience} evaluations")
+            say(f"early stop at step {state.step}: no improvement for {t.patience} evaluations")
             return True
         return False
 
