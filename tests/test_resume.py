@@ -243,3 +243,22 @@ def test_cli_sigterm_message_then_automatic_resume(toy_config, write_config, tmp
     assert "resuming it" in again.stderr
     train(validate(raw), tmp_path / "whole")
     _same(tmp_path / "whole", run)
+
+
+def test_fp16_grad_scaler_state_is_checkpointed_and_resumed(toy_config, tmp_path, monkeypatch):
+    """The GPU's fp16 path (autocast fp16 + GradScaler), run on the CPU: the scaler's state is in every
+    checkpoint and a resumed run ends as the uninterrupted one."""
+    import shutil
+
+    from mtbert.training import trainer as tr
+
+    monkeypatch.setattr(tr, "resolve_precision", lambda precision, device: "fp16")
+    cfg = validate(_config(toy_config, max_steps=6, eval_every=3))
+    train(cfg, tmp_path / "a")
+    scaler = json.loads((checkpoints(tmp_path / "a")[-1] / "trainer.json").read_text())["grad_scaler"]
+    assert 0 < scaler["scale"] <= 65536.0 and "_growth_tracker" in scaler
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for late in checkpoints(tmp_path / "b")[-2:]:  # as if killed after step 4
+        shutil.rmtree(late)
+    train(cfg, tmp_path / "b", resume=True)
+    _same(tmp_path / "a", tmp_path / "b")
