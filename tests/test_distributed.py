@@ -172,3 +172,14 @@ def test_shards_are_disjoint_and_cover_the_batch():
     # fewer examples than ranks: the rank left out runs one example that counts for nothing
     assert Dist(2, 3).shard([4, 5]) == ([4], 0.0)
 
+
+
+def test_a_bad_data_file_under_nproc_is_one_message_per_process_and_no_traceback(dist_config, toy_data, tmp_path):
+    (toy_data / "sent_train.tsv").write_text("sentence\tlabel\ngood\tpos\na row without its label\n")
+    cmd = [sys.executable, "-m", "mtbert", "-q", "train", str(dist_config), "--run-dir", str(tmp_path / "run"),
+           "--nproc", "2"]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("mtbert: error: ") and "sent_train.tsv line 3" in line for line in lines)
+    assert not (tmp_path / "run").exists()

@@ -38,9 +38,9 @@ def cmd_train(args) -> int:
         if "WORLD_SIZE" in os.environ:
             raise UserError("--nproc: this process was started by torchrun, which set the number of processes; "
                             "drop --nproc")
-        if args.nproc > 1:
-            return launch(_without_nproc(args.argv), args.nproc)
-    cfg, targets = _train_config(args)
+    cfg, targets = _train_config(args)  # a config mistake is told once, here, not by every process
+    if args.nproc is not None and args.nproc > 1:
+        return launch(_without_nproc(args.argv), args.nproc)
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         raise UserError("--resume RUN_DIR names the run dir already; drop --run-dir")
     if args.run_dir or args.resume:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -106,10 +105,22 @@ def from_env(timeout_s: float, device: str = "auto") -> Dist:
 
 
 def launch(argv: list[str], nproc: int) -> int:
-    """`mtbert ... --nproc N`: run the same command in N processes on this machine through torchrun."""
-    env = dict(os.environ)
+    """`mtbert ... --nproc N`: run the same command in N processes on this machine, with torchrun's own
+    launcher (`torchrun --standalone --nproc-per-node N -m mtbert ...`). A process that fails has said why
+    on stderr; the launcher's report of it would be a traceback, so this returns its exit code instead."""
+    import logging
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     # torchrun would set one thread per process; share the cores instead unless the user chose
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "mtbert", *argv]
-    return subprocess.call(cmd, env=env)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "mtbert", *argv)
+    except ChildFailedError as err:
+        return max((f.exitcode for f in err.failures.values() if f.exitcode and f.exitcode > 0), default=1)
+    return 0
