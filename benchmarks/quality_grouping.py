@@ -10,6 +10,7 @@ Writes the 'quality_grouping' section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -22,9 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, today, write_section  # noqa: E402
 
+from mtbert.data.features import length_grouped_batches  # noqa: E402
 from mtbert.training.checkpoint import checkpoints  # noqa: E402
 
 VARIANTS = {"grouped": "true", "ungrouped": "false"}
+POOL = inspect.signature(length_grouped_batches).parameters["pool_batches"].default
 
 
 def last_eval(run_dir: Path) -> dict:
@@ -88,12 +91,12 @@ def main() -> None:
 - command: `{cmd}`
 - machine: {machine()}
 - date: {today()}
-- every run: the same config, {first['step']} steps; per seed the two runs train side by side, one thread
-  each; scores at the last evaluation (step {first['step']})
+- every run: the same config, {first['step']} steps, one thread; scores at the last evaluation (step
+  {first['step']}); length grouping sorts within pools of {POOL} batches
 - target metric (mean of the tasks' primary metrics), averaged over {len(seeds)} seeds: grouped
   **{target['grouped']:.4f}**, ungrouped **{target['ungrouped']:.4f}** ({target['grouped'] - target['ungrouped']:+.4f})
-- minutes of training and evaluation (the trainer's clock, mean over seeds; two runs sharing the 2 cores):
-  grouped {took['grouped']:.1f}, ungrouped {took['ungrouped']:.1f}
+- minutes of training and evaluation (the trainer's clock, mean over seeds; other runs shared the 2 cores,
+  so only the ratio means something): grouped {took['grouped']:.1f}, ungrouped {took['ungrouped']:.1f}
 
 {chr(10).join(rows)}
 """
