@@ -214,3 +214,37 @@ def test_compiled_encoder_trains_the_eager_model(toy_config, tiny_bert_no_dropou
     b = load_file(tmp_path / "compiled/model/encoder/model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_every_token_weighs_the_same_however_the_batches_group_lengths(toy_config):
+    """The sequence-labeling loss divides by the batch's examples times the training set's mean
+    labelled tokens: over an epoch of equal-size batches the mean of the batch losses is then the token
+    mean, whether the batches hold mixed lengths or only short (or only long) lines."""
+    from mtbert.data.features import IGNORE
+    from mtbert.modeling.heads import SequenceLabelingHead
+
+    cfg = _cfg(toy_config)
+    data = prepare_data(cfg, load_tokenizer(cfg.backbone))
+    model = build_model(cfg, data)
+    labelled = [sum(t != IGNORE for t in f.label) for f in data["ner"].train_feats]
+    assert model.heads["ner"].tokens_per_example == pytest.approx(sum(labelled) / len(labelled))
+    assert not hasattr(model.heads["sent"], "tokens_per_example")
+
+    # eight examples with 1..8 labelled tokens
+    lengths = torch.arange(1, 9)
+    labels = torch.randint(0, 3, (8, 8), generator=torch.Generator().manual_seed(0))
+    labels[torch.arange(8)[None, :] >= lengths[:, None]] = IGNORE
+    logits = torch.randn(8, 8, 3, generator=torch.Generator().manual_seed(1))
+    token_mean = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+    head = SequenceLabelingHead(8, 3, tokens_per_example=lengths.float().mean().item())
+
+    def epoch_loss(h, order):
+        return torch.stack([h.loss(logits[b], labels[b]) for b in order.view(4, 2)]).mean().item()
+
+    grouped, mixed = torch.arange(8), torch.tensor([0, 7, 1, 6, 2, 5, 3, 4])
+    for order in (grouped, mixed):
+        assert epoch_loss(head, order) == pytest.approx(token_mean.item(), rel=1e-5)
+    # the batch's own token mean instead gives the tokens of short batches more weight when lengths are grouped
+    plain = SequenceLabelingHead(8, 3)
+    assert epoch_loss(plain, mixed) == pytest.approx(token_mean.item(), rel=1e-5)
+    assert epoch_loss(plain, grouped) != pytest.approx(token_mean.item(), rel=1e-2)

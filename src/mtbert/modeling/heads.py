@@ -132,20 +132,32 @@ class MultipleChoiceHead(Head):
 
 
 class SequenceLabelingHead(Head):
-    def __init__(self, hidden_size, num_labels, dropout=0.1):
+    """Token cross-entropy. With `tokens_per_example` (the training set's mean labelled tokens per
+    example) the batch's sum is divided by its examples times that mean rather than by its own token
+    count, so every token weighs the same whichever batch it lands in: in length-grouped batches a
+    batch of short lines would otherwise give each of its tokens several times the weight of a token
+    in a batch of long ones (-0.012 CoNLL-2003 F1, benchmarks/quality_grouping.py)."""
+
+    def __init__(self, hidden_size, num_labels, dropout=0.1, tokens_per_example: float | None = None):
         super().__init__(hidden_size, num_labels, "cls", dropout)
+        self.tokens_per_example = tokens_per_example
 
     def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.dropout(hidden))
 
     def loss_terms(self, logits, labels):
         total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        if self.tokens_per_example:
+            return total, torch.tensor(labels.shape[0] * self.tokens_per_example, device=labels.device)
         return total, (labels != IGNORE).sum().float()
 
 
-def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=None, target_mean: float = 0.0) -> Head:
+def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=None, target_mean: float = 0.0,
+               tokens_per_example: float | None = None) -> Head:
     """`task` is a TaskConfig; `labels` the task's label vocabulary (classification, sequence labeling);
-    `target_mean` the mean training target of a regression task."""
+    `target_mean` the mean training target of a regression task; `tokens_per_example` the mean labelled
+    tokens of a sequence-labeling task's training examples (training only; without it the loss is the
+    batch's token mean)."""
     separate = task.pair_encoding == "separate"
     if task.type == "classification":
         return ClassificationHead(hidden_size, len(labels), task.pooling, task.dropout, class_weights,
@@ -155,4 +167,4 @@ def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=N
                               target_mean, task.pair_combine)
     if task.type == "multiple_choice":
         return MultipleChoiceHead(hidden_size, task.pooling, task.dropout)
-    return SequenceLabelingHead(hidden_size, len(labels), task.dropout)
+    return SequenceLabelingHead(hidden_size, len(labels), task.dropout, tokens_per_example)

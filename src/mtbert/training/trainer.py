@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from mtbert.config import Config, TaskConfig
-from mtbert.data.features import Feature, build_labels, collate, encode, length_grouped_batches
+from mtbert.data.features import IGNORE, Feature, build_labels, collate, encode, length_grouped_batches
 from mtbert.data.readers import Example, read_split
 from mtbert.data.schedule import BatchStream, TaskSchedule
 from mtbert.errors import UserError
@@ -103,11 +103,19 @@ def class_weights(td: TaskData) -> list[float] | None:
     return list(spec)
 
 
+def tokens_per_example(td: TaskData) -> float | None:
+    """A sequence-labeling task's mean labelled tokens per training example (its loss divides by this)."""
+    if td.type != "sequence_labeling" or not td.train_feats:
+        return None
+    return float(np.mean([sum(t != IGNORE for t in f.label) for f in td.train_feats]))
+
+
 def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
     encoder = load_encoder(cfg.backbone, cfg.backbone_impl)
     hidden = encoder.config.hidden_size
     heads = {name: build_head(td.cfg, hidden, td.labels, class_weights(td),
-                              float(np.mean([f.label for f in td.train_feats])) if td.type == "regression" else 0.0)
+                              float(np.mean([f.label for f in td.train_feats])) if td.type == "regression" else 0.0,
+                              tokens_per_example(td))
              for name, td in data.items()}
     model = MultiTaskModel(encoder, heads, {n: td.type for n, td in data.items()})
     if cfg.training.freeze_encoder:
