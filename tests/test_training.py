@@ -248,3 +248,27 @@ def test_every_token_weighs_the_same_however_the_batches_group_lengths(toy_confi
     plain = SequenceLabelingHead(8, 3)
     assert epoch_loss(plain, mixed) == pytest.approx(token_mean.item(), rel=1e-5)
     assert epoch_loss(plain, grouped) != pytest.approx(token_mean.item(), rel=1e-2)
+
+
+def test_length_grouping_can_be_switched_per_task(toy_config, tmp_path, monkeypatch):
+    """tasks.X.length_grouping overrides training.length_grouping for that task's batches only."""
+    import mtbert.training.trainer as trainer
+    from mtbert.data.features import length_grouped_batches
+
+    asked = {}
+
+    def recording(feats, batch_size, rng, group=True):
+        asked[id(feats)] = group
+        return length_grouped_batches(feats, batch_size, rng, group=group)
+
+    monkeypatch.setattr(trainer, "length_grouped_batches", recording)
+    raw = dict(toy_config)
+    raw["tasks"] = {**toy_config["tasks"], "ner": {**toy_config["tasks"]["ner"], "length_grouping": False}}
+    cfg = validate(raw)
+    assert (cfg.length_grouping("ner"), cfg.length_grouping("sent")) == (False, True)
+    data = {}
+    real_prepare = trainer.prepare_data
+    monkeypatch.setattr(trainer, "prepare_data", lambda *a, **k: data.update(real_prepare(*a, **k)) or data)
+    train(cfg, tmp_path / "run")
+    by_task = {name: asked[id(td.train_feats)] for name, td in data.items() if id(td.train_feats) in asked}
+    assert by_task == {"sent": True, "sts": True, "mc": True, "ner": False}

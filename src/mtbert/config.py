@@ -89,6 +89,7 @@ class TaskConfig(_Strict):
     loss_weight: Annotated[float, Field(gt=0)] = 1.0
     batch_size: Annotated[int, Field(gt=0)] | None = None
     max_length: Annotated[int, Field(gt=8)] | None = None
+    length_grouping: bool | None = None  # None: training.length_grouping
 
     @field_validator("metric")
     @classmethod
@@ -248,6 +249,10 @@ class Config(_Strict):
 
     def batch_size(self, task: str) -> int:
         return self.tasks[task].batch_size or self.training.batch_size
+
+    def length_grouping(self, task: str) -> bool:
+        own = self.tasks[task].length_grouping
+        return self.training.length_grouping if own is None else own
 
     def max_length_for(self, task: str) -> int:
         return self.tasks[task].max_length or self.max_length

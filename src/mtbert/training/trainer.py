@@ -360,7 +360,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
     streams = {
         name: BatchStream(len(td.train_feats), cfg.batch_size(name),
                           partial(length_grouped_batches, td.train_feats, cfg.batch_size(name),
-                                  group=t.length_grouping), seed=cfg.seed + i)
+                                  group=cfg.length_grouping(name)), seed=cfg.seed + i)
         for i, (name, td) in enumerate(data.items())
     }
     accum = t.gradient_accumulation_steps
