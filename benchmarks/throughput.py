@@ -16,7 +16,7 @@ compile:        (only when asked: --only compile) mtbert's training steps with t
                 (training.compile) vs eager, after warm-up steps in which it compiles.
 
 Each comparison alternates its contenders and reports medians of `--repeats` runs as ratios. The figures
-go to the 'throughput' section of benchmarks/RESULTS.md.
+go to benchmarks/RESULTS.md, one section per part ('throughput_train', ...), so a part can be measured again alone.
 """
 
 from __future__ import annotations
