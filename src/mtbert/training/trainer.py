@@ -435,7 +435,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
         state.dev_curve.append(record)
         state.loss_sums = {}
         say(f"step {state.step}: target {target:.4f} | " +
-                  " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
+            " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
         if target > state.best:
             state.best, state.best_eval, state.bad_evals = target, record, 0
             if main:
