@@ -92,7 +92,8 @@ def main() -> None:
 - machine: {machine()}
 - date: {today()}
 - the run's fp32 ONNX bundle and its int8 bundle (`mtbert export --quantize int8`: onnxruntime dynamic
-  quantisation, int8 weights per output channel, first and last encoder layers kept in fp32), both run by
+  quantisation, int8 weights per output channel; each layer's feed-forward output projection and the
+  first and last encoder layers kept in fp32), both run by
   onnxruntime over each task's whole dev set
 - lowest label agreement over the classification, multiple-choice and tagging tasks: **{worst:.2%}** (bar: >= 99%)
 - time for all dev sets: fp32 {seconds['fp32']:.1f} s, int8 {seconds['int8']:.1f} s

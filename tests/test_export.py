@@ -4,6 +4,7 @@ the torch-free ONNX engine, and batch prediction of every head over a file (`pre
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -151,9 +152,9 @@ def minilm_run(tmp_path_factory) -> Path:
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"STS-B dev not found under {SHARED_DATA}")
 def test_int8_parity_on_minilm(minilm_run, tmp_path):
     """int8 against fp32 on STS-B dev pairs. The issue's bar for regression (Pearson within 0.02) holds
-    with room (0.002). Its bar for labels is 99%: this model's int8 agrees on about 99.3% of these
-    400 pairs but on 98.5% of all 1,500 (a MiniLM fine-tuned on SST-2: 98.4% of its dev set), so the
-    check is at 98%, which per-tensor weights (97.3% here) fail."""
+    with room (0.002). Its bar for labels is 99%: this model's int8 agrees on 99.5% of these 400
+    pairs but on 98.3% of all 1,500 (the five-task example: 97-99%, benchmarks/int8_agreement.py), so
+    the check is at 98%, which per-tensor weights failed (97.3%, with only the outer layers in fp32)."""
     assert main(["-q", "export", str(minilm_run), "-o", str(tmp_path / "fp32")]) == 0
     assert main(["-q", "export", str(minilm_run), "--quantize", "int8", "-o", str(tmp_path / "int8")]) == 0
     assert json.loads((tmp_path / "int8" / "manifest.json").read_text())["quantization"] == "int8"
@@ -255,3 +256,38 @@ def test_skip_existing_resumes_after_a_crash_and_never_predicts_twice(served_run
         predict_all_file(predictor, str(other), str(out), skip_existing=True, progress=False)
     with pytest.raises(UserError, match="give --output FILE"):
         predict_all_file(predictor, str(inputs), None, skip_existing=True, progress=False)
+
+
+@pytest.mark.parametrize("impl", ["hf", "minbert"])
+def test_int8_keeps_the_ffn_output_projections_and_the_outer_layers_in_fp32(impl, tmp_path):
+    """The MatMuls left out of quantisation, found by their names in the exported graph of either
+    encoder: each layer's feed-forward output projection, and the whole first and last layer."""
+    from transformers import BertConfig, BertModel
+
+    from mtbert.inference.export import _kept_in_fp32
+    from mtbert.modeling.minbert import MinBert, MinBertConfig
+
+    sizes = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2,
+             "intermediate_size": 32}
+    encoder = BertModel(BertConfig(**sizes)) if impl == "hf" else MinBert(MinBertConfig(**sizes))
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, ids, mask):
+            return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    path = tmp_path / "enc.onnx"
+    ids = torch.randint(0, 100, (2, 5))
+    with torch.no_grad():
+        torch.onnx.export(Wrapped(), (ids, torch.ones_like(ids)), str(path), dynamo=False,
+                          input_names=["ids", "mask"], opset_version=17)
+    matmuls = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"]
+    kept = _kept_in_fp32(path)
+    per_layer = [[n for n in kept if f".{i}/" in n] for i in range(4)]
+    inner = [n for n in matmuls if ".1/" in n and re.search(r"/(self/)?(key|query|value)/", n)]
+    assert inner and not set(inner) & set(kept)  # the middle layers' attention is quantised
+    assert len(per_layer[1]) == len(per_layer[2]) == 1  # middle layers: only the FFN output projection
+    assert per_layer[0] == [n for n in matmuls if ".0/" in n] and per_layer[3] == [n for n in matmuls if ".3/" in n]
