@@ -2,9 +2,10 @@
 `training.length_grouping` true and false, for each of several seeds; the two runs of a seed train side by
 side (one thread each). Every task's dev metrics at the last evaluation, per seed and averaged.
 
-    python benchmarks/quality_grouping.py [--config configs/deeppavlov_example.yaml] [--seeds 42,7] [--set KEY=VALUE ...]
+    python benchmarks/quality_grouping.py [--config configs/deeppavlov_example.yaml] [--seeds 42,7] [--epochs 1]
+                                          [--set KEY=VALUE ...] [--out DIR]
 
-Writes the 'quality_grouping' section of benchmarks/RESULTS.md.
+Writes the 'quality_grouping' section of benchmarks/RESULTS.md ('quality_grouping_3ep' for --epochs 3, ...).
 """
 
 from __future__ import annotations
@@ -63,13 +64,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/deeppavlov_example.yaml")
     ap.add_argument("--seeds", default="42,7")
-    ap.add_argument("--set", action="append", default=["training.epochs=1"])
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", help="parent of the run dirs (default: a new temporary directory)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out or tempfile.mkdtemp(prefix="mtbert-grouping-"))
     for seed in seeds:
-        train_pair(args.config, args.set, seed, out)
+        train_pair(args.config, [f"training.epochs={args.epochs}", *args.set], seed, out)
     evals = {(name, seed): last_eval(out / f"{name}-{seed}") for name in VARIANTS for seed in seeds}
     first = evals["grouped", seeds[0]]
     seed_cols = " | ".join(f"seed {s} grouped / ungrouped" for s in seeds)
@@ -84,9 +86,9 @@ def main() -> None:
                         f"{mean['grouped'] - mean['ungrouped']:+.3f} |")
     target = {n: float(np.mean([evals[n, s]["target"] for s in seeds])) for n in VARIANTS}
     took = {n: float(np.mean([train_minutes(out / f"{n}-{s}") for s in seeds])) for n in VARIANTS}
-    cmd = " ".join(["python benchmarks/quality_grouping.py", "--config", args.config, "--seeds", args.seeds] +
-                   [f"--set {s}" for s in args.set])
-    body = f"""## Length-grouped batches: dev quality with and without (issue 4)
+    cmd = " ".join(["python benchmarks/quality_grouping.py", "--config", args.config, "--seeds", args.seeds,
+                    "--epochs", str(args.epochs)] + [f"--set {s}" for s in args.set])
+    body = f"""## Length-grouped batches: dev quality with and without, {args.epochs} epoch(s) (issue 4)
 
 - command: `{cmd}`
 - machine: {machine()}
@@ -100,7 +102,7 @@ def main() -> None:
 
 {chr(10).join(rows)}
 """
-    write_section("quality_grouping", body)
+    write_section("quality_grouping" if args.epochs == 1 else f"quality_grouping_{args.epochs}ep", body)
     print(body)
 
 
