@@ -11,7 +11,6 @@ Writes the 'quality_grouping' section of benchmarks/RESULTS.md ('quality_groupin
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import subprocess
@@ -24,11 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, today, write_section  # noqa: E402
 
-from mtbert.data.features import length_grouped_batches  # noqa: E402
+from mtbert.data.features import POOL_BATCHES  # noqa: E402
 from mtbert.training.checkpoint import checkpoints  # noqa: E402
 
 VARIANTS = {"grouped": "true", "ungrouped": "false"}
-POOL = inspect.signature(length_grouped_batches).parameters["pool_batches"].default
 
 
 def last_eval(run_dir: Path) -> dict:
@@ -94,7 +92,7 @@ def main() -> None:
 - machine: {machine()}
 - date: {today()}
 - every run: the same config, {first['step']} steps, one thread; scores at the last evaluation (step
-  {first['step']}); length grouping sorts within pools of {POOL} batches
+  {first['step']}); length grouping sorts within pools of {POOL_BATCHES} batches
 - target metric (mean of the tasks' primary metrics), averaged over {len(seeds)} seeds: grouped
   **{target['grouped']:.4f}**, ungrouped **{target['ungrouped']:.4f}** ({target['grouped'] - target['ungrouped']:+.4f})
 - minutes of training and evaluation (the trainer's clock, mean over seeds; other runs shared the 2 cores,

@@ -160,8 +160,11 @@ def collate(task_type: str, feats: list[Feature], pad_id: int) -> dict[str, torc
     return batch
 
 
+POOL_BATCHES = 8  # batches sorted together by length_grouped_batches
+
+
 def length_grouped_batches(feats: list[Feature], batch_size: int, rng: random.Random,
-                           group: bool = True, pool_batches: int = 8) -> list[list[int]]:
+                           group: bool = True, pool_batches: int = POOL_BATCHES) -> list[list[int]]:
     """Shuffled batches of indices; with `group`, each batch holds examples of similar length
     (sorted within a pool of `pool_batches` batches, then the batches shuffled), so padding stays small.
     The pool is a few hundred examples: sorting 50 batches at a time made batches of only the shortest

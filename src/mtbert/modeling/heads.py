@@ -136,8 +136,8 @@ class SequenceLabelingHead(Head):
     example) the batch's sum is divided by its examples times that mean rather than by its own token
     count, so every token weighs the same whichever batch it lands in: in length-grouped batches a
     batch of short lines would otherwise give each of its tokens several times the weight of a token
-    in a batch of long ones (with it, grouping cost CoNLL-2003 0.012 F1 after one epoch; now 0.008,
-    benchmarks/quality_grouping.py)."""
+    in a batch of long ones (that way, grouping cost CoNLL-2003 0.012 F1 after one epoch; this way
+    0.008, and after three epochs nothing, benchmarks/quality_grouping.py)."""
 
     def __init__(self, hidden_size, num_labels, dropout=0.1, tokens_per_example: float | None = None):
         super().__init__(hidden_size, num_labels, "cls", dropout)
