@@ -151,14 +151,15 @@ def minilm_run(tmp_path_factory) -> Path:
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"STS-B dev not found under {SHARED_DATA}")
 def test_int8_parity_on_minilm(minilm_run, tmp_path):
-    """int8 against fp32 on STS-B dev pairs. The issue's bar for regression (Pearson within 0.02) holds
-    with room (0.002). Its bar for labels is 99%: this model's int8 agrees on 99.5% of these 400
-    pairs but on 98.3% of all 1,500 (the five-task example: 97-99%, benchmarks/int8_agreement.py), so
-    the check is at 98%, which per-tensor weights failed (97.3%, with only the outer layers in fp32)."""
+    """int8 against fp32 on STS-B dev pairs, at the issue's bars: Pearson within 0.02 (it is within
+    0.001) and 99% of labels the same (99.75% of these 400 pairs, 99.87% of all 1,500; per-tensor
+    dynamic quantisation, which int8 export used before, agreed on 99.5% and 98.3%)."""
     assert main(["-q", "export", str(minilm_run), "-o", str(tmp_path / "fp32")]) == 0
     assert main(["-q", "export", str(minilm_run), "--quantize", "int8", "-o", str(tmp_path / "int8")]) == 0
     assert json.loads((tmp_path / "int8" / "manifest.json").read_text())["quantization"] == "int8"
-    assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.5 * (tmp_path / "fp32" / "model.onnx").stat().st_size
+    # the encoder's weights are int8 but for the FFN output projections; the fp32 word embeddings are
+    # half of the fp32 file
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.8 * (tmp_path / "fp32" / "model.onnx").stat().st_size
     fp32, int8 = OnnxPredictor(tmp_path / "fp32"), OnnxPredictor(tmp_path / "int8")
     examples = read_split(fp32.cfg, "sim", "dev")[:400]
     inputs = [{"text": ex.text, "text_pair": ex.text_pair} for ex in examples]
@@ -168,7 +169,7 @@ def test_int8_parity_on_minilm(minilm_run, tmp_path):
     assert abs(pearson[0] - pearson[1]) <= 0.02
     labels = [[r["label"] for r in p.predict("para", inputs)] for p in (fp32, int8)]
     assert 0.2 < np.mean([x == "same" for x in labels[0]]) < 0.8  # both labels well represented
-    assert np.mean([x == y for x, y in zip(*labels, strict=True)]) >= 0.98
+    assert np.mean([x == y for x, y in zip(*labels, strict=True)]) >= 0.99
 
 
 def test_export_command_errors(tmp_path, capsys):
@@ -259,9 +260,9 @@ def test_skip_existing_resumes_after_a_crash_and_never_predicts_twice(served_run
 
 
 @pytest.mark.parametrize("impl", ["hf", "minbert"])
-def test_int8_keeps_the_ffn_output_projections_and_the_outer_layers_in_fp32(impl, tmp_path):
+def test_int8_keeps_the_ffn_output_projections_in_fp32(impl, tmp_path):
     """The MatMuls left out of quantisation, found by their names in the exported graph of either
-    encoder: each layer's feed-forward output projection, and the whole first and last layer."""
+    encoder: each layer's feed-forward output projection, and nothing else."""
     from transformers import BertConfig, BertModel
 
     from mtbert.inference.export import _kept_in_fp32
@@ -286,8 +287,34 @@ def test_int8_keeps_the_ffn_output_projections_and_the_outer_layers_in_fp32(impl
                           input_names=["ids", "mask"], opset_version=17)
     matmuls = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"]
     kept = _kept_in_fp32(path)
-    per_layer = [[n for n in kept if f".{i}/" in n] for i in range(4)]
-    inner = [n for n in matmuls if ".1/" in n and re.search(r"/(self/)?(key|query|value)/", n)]
-    assert inner and not set(inner) & set(kept)  # the middle layers' attention is quantised
-    assert len(per_layer[1]) == len(per_layer[2]) == 1  # middle layers: only the FFN output projection
-    assert per_layer[0] == [n for n in matmuls if ".0/" in n] and per_layer[3] == [n for n in matmuls if ".3/" in n]
+    assert [sum(f".{i}/" in n for n in kept) for i in range(4)] == [1, 1, 1, 1]  # one per layer
+    ffn_in = [n for n in matmuls if re.search(r"/(intermediate/dense|ffn_in)/", n)]
+    attention = [n for n in matmuls if re.search(r"/(self/)?(key|query|value)/", n)]
+    assert len(ffn_in) == 4 and len(attention) == 12 and not set(kept) & set(ffn_in + attention)
+
+
+def test_int8_quantisation_leaves_the_users_logging_alone(tmp_path):
+    """onnxruntime's block quantiser calls logging.basicConfig(level=INFO) when first imported and logs
+    a line per node; in a fresh interpreter with no logging set up, quantising must add no handler to
+    the root logger and print nothing, and the MatMul must become int8 (MatMulNBits)."""
+    script = textwrap.dedent(f"""
+        import logging
+        import numpy as np
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+        from pathlib import Path
+        from mtbert.inference.export import _quantize_int8
+
+        weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/encoder/layer.0/q/MatMul")],
+                                  "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], [weight])
+        src, dst = Path({str(tmp_path)!r}) / "a.onnx", Path({str(tmp_path)!r}) / "b.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+        _quantize_int8(src, dst)
+        assert logging.getLogger().handlers == [], logging.getLogger().handlers
+        print([n.op_type for n in onnx.load(str(dst)).graph.node])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['MatMulNBits']" and done.stderr == ""
