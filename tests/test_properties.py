@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import random
 import re
@@ -25,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtbert.config import validate
+from mtbert.data.bucketing import CALL_COST_TOKENS
 from mtbert.data.features import (
     IGNORE,
     Feature,
@@ -361,4 +363,8 @@ def test_sorted_batches_yield_every_index_once_by_length(feats, batch_size):
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(feats)))
     assert [feats[i].length for i in flat] == sorted(f.length for f in feats)
-    assert all(len(b) == batch_size for b in batches[:-1])
+    for batch, after in itertools.pairwise(batches):
+        # a batch is cut before it is full only where padding it to the next input costs more than a call
+        jump = feats[after[0]].length - feats[batch[-1]].length
+        assert len(batch) == batch_size or len(batch) * jump > CALL_COST_TOKENS
+        assert len(batch) <= batch_size

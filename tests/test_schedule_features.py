@@ -70,6 +70,16 @@ def test_sorted_batches_cover_all_indices():
     assert batches == [[1, 3], [0, 4], [2]]
 
 
+def test_sorted_batches_cut_where_padding_costs_more_than_a_call():
+    """A server's micro-batch: 20 short texts and 4 long ones. Padding the short ones to the long ones
+    would add 20 x 33 tokens; they go in a call of their own."""
+    feats = _feats([45, 12] * 4 + [12] * 16)
+    batches = sorted_batches(feats, 32)
+    assert [len(b) for b in batches] == [20, 4]
+    assert {feats[i].length for i in batches[1]} == {45}
+    assert [len(b) for b in sorted_batches(_feats([12] * 30 + [13] * 10), 32)] == [32, 8]  # 1 token: not worth a call
+
+
 @pytest.fixture(scope="module")
 def tok(tiny_bert):
     return AutoTokenizer.from_pretrained(tiny_bert)

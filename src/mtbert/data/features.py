@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mtbert.data.bucketing import length_batches
 from mtbert.data.readers import Example
 from mtbert.errors import UserError
 
@@ -181,6 +182,6 @@ def length_grouped_batches(feats: list[Feature], batch_size: int, rng: random.Ra
 
 
 def sorted_batches(feats: list[Feature], batch_size: int) -> list[list[int]]:
-    """Evaluation batches sorted by length; callers put results back in input order by index."""
-    order = sorted(range(len(feats)), key=lambda j: feats[j].length)
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    """Evaluation batches sorted and cut by length (`bucketing.length_batches`); callers put results
+    back in input order by index."""
+    return length_batches([f.length for f in feats], batch_size)

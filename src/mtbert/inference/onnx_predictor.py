@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from mtbert.config import validate
+from mtbert.data.bucketing import length_batches
 from mtbert.errors import UserError
 from mtbert.inference.common import PredictorBase, decode
 
@@ -122,11 +123,9 @@ class OnnxPredictor(PredictorBase):
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
     def _run(self, tasks: list[str], feats: list[_Encoded]) -> dict[str, list[np.ndarray]]:
-        """Every task's output per input, in input order; batches sorted by length (less padding)."""
+        """Every task's output per input, in input order; batches sorted and cut by length (less padding)."""
         outputs: dict[str, list] = {t: [None] * len(feats) for t in tasks}
-        order = sorted(range(len(feats)), key=lambda j: feats[j].length)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for idx in length_batches([f.length for f in feats], self.batch_size):
             got = self.session.run(tasks, self._feed([feats[i] for i in idx]))
             for task, out in zip(tasks, got, strict=True):
                 for i, row in zip(idx, out, strict=True):
