@@ -4,7 +4,9 @@
 Per task: how often int8 gives fp32's label (the class, the choice, or each word's tag), the dev metric of
 each, the largest change in a regression score; and the time each bundle took for all the dev sets.
 
-    python benchmarks/int8_agreement.py --run-dir RUN_DIR [--data-dir ../shared/data]
+    python benchmarks/int8_agreement.py --run-dir RUN_DIR [RUN_DIR ...] [--data-dir ../shared/data]
+
+Several run dirs (e.g. two trainings of one config) show whether agreement holds beyond one model.
 
 Writes the 'int8_agreement' section of benchmarks/RESULTS.md.
 """
@@ -48,15 +50,12 @@ def agreement(task_type: str, a, b) -> tuple[float, int]:
     return float(np.mean([x == y for x, y in pairs])), len(pairs)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--run-dir", required=True)
-    ap.add_argument("--data-dir", default=os.environ.get("MTBERT_DATA", "../shared/data"))
-    args = ap.parse_args()
+def compare(run_dir: str, data_dir: str) -> tuple[list[str], float, dict, dict]:
+    """One run dir: its table rows, lowest label agreement, seconds per bundle and model.onnx sizes (MB)."""
     out = Path(tempfile.mkdtemp(prefix="mtbert-int8-"))
-    bundles = {"fp32": export_onnx(args.run_dir, out / "fp32"), "int8": export_onnx(args.run_dir, out / "int8", "int8")}
+    bundles = {"fp32": export_onnx(run_dir, out / "fp32"), "int8": export_onnx(run_dir, out / "int8", "int8")}
     engines = {name: OnnxPredictor(path) for name, path in bundles.items()}
-    cfg = engines["fp32"].cfg.model_copy(update={"data_dir": args.data_dir})
+    cfg = engines["fp32"].cfg.model_copy(update={"data_dir": data_dir})
     seconds = dict.fromkeys(engines, 0.0)
     rows = ["| task | type | labels compared | int8 agrees with fp32 | fp32 top probability where int8 differs: "
             "max / median | metric | fp32 | int8 |", "|---|---|---|---|---|---|---|---|"]
@@ -86,21 +85,36 @@ def main() -> None:
                     f"{scores['int8']:.4f} |")
         print(rows[-1], flush=True)
     sizes = {n: (p / "model.onnx").stat().st_size / 2**20 for n, p in bundles.items()}
-    body = f"""## int8 against fp32: label agreement on every dev set (issue 5)
+    return rows, worst, seconds, sizes
 
-- command: `python benchmarks/int8_agreement.py --run-dir {args.run_dir}`
-- machine: {machine()}
-- date: {today()}
-- the run's fp32 ONNX bundle and its int8 bundle (`mtbert export --quantize int8`: onnxruntime dynamic
-  quantisation, int8 weights per output channel; each layer's feed-forward output projection and the
-  first and last encoder layers kept in fp32), both run by
-  onnxruntime over each task's whole dev set
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run-dir", required=True, nargs="+")
+    ap.add_argument("--data-dir", default=os.environ.get("MTBERT_DATA", "../shared/data"))
+    args = ap.parse_args()
+    parts = []
+    for run_dir in args.run_dir:
+        rows, worst, seconds, sizes = compare(run_dir, args.data_dir)
+        parts.append(f"""### {run_dir}
+
 - lowest label agreement over the classification, multiple-choice and tagging tasks: **{worst:.2%}** (bar: >= 99%)
 - time for all dev sets: fp32 {seconds['fp32']:.1f} s, int8 {seconds['int8']:.1f} s
   (**{seconds['fp32'] / seconds['int8']:.2f}x**); model.onnx {sizes['fp32']:.0f} MB vs {sizes['int8']:.0f} MB
 
 {chr(10).join(rows)}
-"""
+""")
+    body = f"""## int8 against fp32: label agreement on every dev set (issue 5)
+
+- command: `python benchmarks/int8_agreement.py --run-dir {' '.join(args.run_dir)}`
+- machine: {machine()}
+- date: {today()}
+- each run's fp32 ONNX bundle and its int8 bundle (`mtbert export --quantize int8`: onnxruntime's
+  block-wise int8 MatMuls, weights and activations with a scale per 32 values; each layer's feed-forward
+  output projection and the word embeddings kept in fp32), both run by onnxruntime over each task's
+  whole dev set
+
+{chr(10).join(parts)}"""
     write_section("int8_agreement", body)
     print(body)
 

@@ -3,22 +3,27 @@ the torch engine, ONNX fp32 and ONNX int8: each request is one text, answered by
 (POST /predict/all).
 
     python benchmarks/serve_latency.py [--run-dir runs/deeppavlov_example] [--requests 400] [--clients 1,8,32]
+                                       [--repeats 3]
 
 Exports the run to RUN_DIR/onnx and RUN_DIR/onnx-int8 if they are missing. Each engine is served by its
-own `mtbert serve` process; the clients run here, on the same cores (2 on this project's machines), so
-the numbers include the load generator. Writes the 'serve_latency' section of benchmarks/RESULTS.md
-(--no-write: print it only, e.g. for a smoke run on a tiny model).
+own `mtbert serve` process; the clients run here, on the same cores (2 on this project's machines), as
+light as they can be (see `Connection`), so that the numbers are the server's. Writes the
+'serve_latency' section of benchmarks/RESULTS.md (--no-write: print it only, e.g. for a smoke run on a
+tiny model).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,13 +68,16 @@ def bundle(run_dir: Path, quantize: str | None) -> Path:
 
 def start_server(path: Path, engine: str, port: int, precision: str | None) -> subprocess.Popen:
     extra = ["--precision", precision] if precision else []
+    # stderr to a file, not a pipe: nobody reads a pipe while the servers run, and a full one would block
+    errors = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "mtbert", "-q", "serve", str(path), "--engine", engine,
-                             "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=errors,
                             text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"mtbert serve {path} --engine {engine} stopped: {proc.stderr.read()}")
+            errors.seek(0)
+            raise SystemExit(f"mtbert serve {path} --engine {engine} stopped: {errors.read()}")
         try:
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
             return proc
@@ -79,24 +87,63 @@ def start_server(path: Path, engine: str, port: int, precision: str | None) -> s
     raise SystemExit(f"mtbert serve {path} did not answer within 120 s")
 
 
-async def load(url: str, clients: int, requests: int) -> tuple[list[float], float]:
-    """`clients` concurrent clients, each sending its next request when its last is answered; latencies
-    (s) of `requests` requests in all, and the wall time."""
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the answer, on bare asyncio streams.
+    The load generator shares the server's 2 cores, and httpx spent about 6 ms of CPU a request at 32
+    clients (40% of the machine), which capped the server's throughput and its batches; this spends a
+    fraction of that, so the numbers are the server's."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    async def __aenter__(self):
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.writer.close()
+
+    async def post(self, path: str, payload: dict) -> bytes:
+        body = json.dumps(payload).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = await self.reader.readline()
+        length = None
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        if length is None:
+            raise SystemExit(f"POST {path}: answer without Content-Length ({status!r})")
+        answer = await self.reader.readexactly(length)
+        if status.split()[1] != b"200":
+            raise SystemExit(f"POST {path}: {status.decode().strip()}: {answer[:200]!r}")
+        return answer
+
+
+async def warm_up(port: int) -> None:
+    """A few requests before measuring: allocator, kernels."""
+    async with Connection(port) as connection:
+        for text in TEXTS:
+            await connection.post("/predict/all", {"texts": [text]})
+
+
+async def load(port: int, clients: int, requests: int) -> tuple[list[float], float]:
+    """`clients` concurrent clients, each on its own connection sending its next request when its last
+    is answered; latencies (s) of `requests` requests in all, and the wall time."""
     latencies: list[float] = []
     counter = iter(range(requests))
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-        async def one_client():
-            for i in counter:
-                start = time.perf_counter()
-                r = await client.post("/predict/all", json={"texts": [TEXTS[i % len(TEXTS)]]})
-                r.raise_for_status()
-                latencies.append(time.perf_counter() - start)
 
-        for i in range(min(8, requests)):  # warm-up: allocator, kernels, connections
-            (await client.post("/predict/all", json={"texts": [TEXTS[i % len(TEXTS)]]})).raise_for_status()
+    async def one_client(connection: Connection):
+        for i in counter:
+            start = time.perf_counter()
+            await connection.post("/predict/all", {"texts": [TEXTS[i % len(TEXTS)]]})
+            latencies.append(time.perf_counter() - start)
+
+    async with contextlib.AsyncExitStack() as stack:
+        connections = [await stack.enter_async_context(Connection(port)) for _ in range(clients)]
         start = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+        await asyncio.gather(*(one_client(c) for c in connections))
         wall = time.perf_counter() - start
     return latencies, wall
 
@@ -111,30 +158,45 @@ def main() -> None:
     ap.add_argument("--run-dir", default="runs/deeppavlov_example")
     ap.add_argument("--requests", type=int, default=400, help="per engine and number of clients")
     ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds, engines alternating; the median round counts")
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md alone")
     args = ap.parse_args()
     run_dir = Path(args.run_dir)
     clients = [int(c) for c in args.clients.split(",")]
     engines = args.engines.split(",")
-    rows, throughput = [], {}
-    for name in engines:
-        engine, quantize, precision = ENGINES[name]
-        path = run_dir if engine == "torch" else bundle(run_dir, quantize)
-        port = free_port()
-        proc = start_server(path, engine, port, precision)
-        try:
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    runs: dict[tuple[str, int], list[tuple[float, list[float], float]]] = {}
+    try:
+        for name in engines:  # all up at once (idle ones cost no CPU), so that the rounds can alternate
+            engine, quantize, precision = ENGINES[name]
+            path = run_dir if engine == "torch" else bundle(run_dir, quantize)
+            port = free_port()
+            servers[name] = start_server(path, engine, port, precision), port
+            asyncio.run(warm_up(port))
+        for r in range(args.repeats):
             for c in clients:
-                lat, wall = asyncio.run(load(f"http://127.0.0.1:{port}", c, args.requests))
-                health = httpx.get(f"http://127.0.0.1:{port}/health").json()
-                throughput[name, c] = len(lat) / wall
-                rows.append(f"| {name} | {c} | {1000 * statistics.median(lat):.1f} | {1000 * percentile(lat, 99):.1f} | "
-                            f"{throughput[name, c]:.1f} |")
-                print(rows[-1], f"(requests per model call so far: {health['requests'] / max(1, health['model_calls']):.1f})",
-                      flush=True)
-        finally:
+                for name in engines:
+                    port = servers[name][1]
+                    before = httpx.get(f"http://127.0.0.1:{port}/health").json()
+                    lat, wall = asyncio.run(load(port, c, args.requests))
+                    after = httpx.get(f"http://127.0.0.1:{port}/health").json()
+                    calls = max(1, after["model_calls"] - before["model_calls"])
+                    runs.setdefault((name, c), []).append(
+                        (len(lat) / wall, lat, (after["requests"] - before["requests"]) / calls))
+                    print(f"round {r + 1}: {name}, {c} clients: {len(lat) / wall:.1f} requests/s", flush=True)
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
+    rows, throughput = [], {}
+    for name in engines:
+        for c in clients:
+            throughput[name, c] = statistics.median(t for t, _, _ in runs[name, c])
+            lat = [x for _, latencies, _ in runs[name, c] for x in latencies]
+            per_call = statistics.mean(k for _, _, k in runs[name, c])
+            rows.append(f"| {name} | {c} | {1000 * statistics.median(lat):.1f} | {1000 * percentile(lat, 99):.1f} | "
+                        f"{throughput[name, c]:.1f} | {per_call:.1f} |")
     lines = []
     lo, hi = min(clients), max(clients)
     for name in engines:
@@ -150,14 +212,18 @@ def main() -> None:
                              f"**{ratio:.2f}x**{bar}")
     body = f"""## Serving: latency and throughput on loopback (issue 5)
 
-- command: `python benchmarks/serve_latency.py --run-dir {args.run_dir} --requests {args.requests} --clients {args.clients}`
+- command: `python benchmarks/serve_latency.py --run-dir {args.run_dir} --requests {args.requests} --clients {args.clients} --repeats {args.repeats}`
 - machine: {machine()}
 - date: {today()}
 - setup: `mtbert serve` per engine (micro-batching: up to 32 texts a model call, 5 ms wait), one text per
-  request, every single-text head (`POST /predict/all`); the clients share the machine with the server
+  request, every single-text head (`POST /predict/all`); the clients share the machine with the server,
+  each a keep-alive HTTP/1.1 connection on bare asyncio streams (about 0.1 ms of CPU a request)
 
-| engine | clients | p50 ms | p99 ms | requests/s |
-|---|---|---|---|---|
+{args.repeats} rounds, the engines alternating within each; requests/s is the median round, latencies
+are over all rounds' requests.
+
+| engine | clients | p50 ms | p99 ms | requests/s | requests per model call |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 {chr(10).join(lines)}
