@@ -88,6 +88,47 @@ def compare(run_dir: str, data_dir: str) -> tuple[list[str], float, dict, dict]:
     return rows, worst, seconds, sizes
 
 
+def kernel_speed() -> list[str]:
+    """One MatMul of MiniLM's shapes, alone in onnxruntime (2 threads): fp32, per-tensor dynamic int8 (what
+    `quantize_dynamic` makes) and 8-bit blocks with int8 compute (what the export makes); GFLOP/s."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mtbert.inference.export import _quantize_int8
+
+    rows = ["| MatMul (rows x in -> out) | fp32 | per-tensor dynamic int8 | 8-bit blocks of 32, int8 compute |",
+            "|---|---|---|---|"]
+    rng = np.random.default_rng(0)
+    tmp = Path(tempfile.mkdtemp(prefix="mtbert-kernels-"))
+    for k, n in ((384, 1536), (384, 384)):
+        weight = numpy_helper.from_array((rng.normal(size=(k, n)) * 0.05).astype(np.float32), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="/encoder/layer.0/q/MatMul")],
+                                  "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])], [weight])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 9
+        onnx.save(model, str(tmp / "fp32.onnx"))
+        quantize_dynamic(str(tmp / "fp32.onnx"), str(tmp / "dynamic.onnx"), weight_type=QuantType.QInt8, per_channel=True)
+        _quantize_int8(tmp / "fp32.onnx", tmp / "blocks.onnx")
+        for m in (32, 512):
+            x = rng.normal(size=(m, k)).astype(np.float32)
+            cells = []
+            for name in ("fp32", "dynamic", "blocks"):
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = 2
+                session = ort.InferenceSession(str(tmp / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+                session.run(None, {"x": x})
+                calls, start = 0, time.perf_counter()
+                while time.perf_counter() - start < 1.0:
+                    session.run(None, {"x": x})
+                    calls += 1
+                cells.append(2 * m * k * n * calls / (time.perf_counter() - start) / 1e9)
+            rows.append(f"| {m} x {k} -> {n} | " + " | ".join(f"{c:.0f} GFLOP/s ({c / cells[0]:.2f}x)" for c in cells) + " |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run-dir", required=True, nargs="+")
@@ -104,6 +145,7 @@ def main() -> None:
 
 {chr(10).join(rows)}
 """)
+    kernels = kernel_speed()
     body = f"""## int8 against fp32: label agreement on every dev set (issue 5)
 
 - command: `python benchmarks/int8_agreement.py --run-dir {' '.join(args.run_dir)}`
@@ -114,7 +156,11 @@ def main() -> None:
   output projection and the word embeddings kept in fp32), both run by onnxruntime over each task's
   whole dev set
 
-{chr(10).join(parts)}"""
+{chr(10).join(parts)}
+### Why int8 is not faster here: one MatMul alone
+
+{chr(10).join(kernels)}
+"""
     write_section("int8_agreement", body)
     print(body)
 
