@@ -5,7 +5,7 @@ the torch engine, ONNX fp32 and ONNX int8: each request is one text, answered by
     python benchmarks/serve_latency.py [--run-dir runs/deeppavlov_example] [--requests 400] [--clients 1,8,32]
                                        [--repeats 3]
 
-Exports the run to RUN_DIR/onnx and RUN_DIR/onnx-int8 if they are missing. Each engine is served by its
+Exports the run to RUN_DIR/onnx and RUN_DIR/onnx-int8 if they are missing (or the int8 one is stale). Each engine is served by its
 own `mtbert serve` process; the clients run here, on the same cores (2 on this project's machines), as
 light as they can be (see `Connection`), so that the numbers are the server's. Writes the
 'serve_latency' section of benchmarks/RESULTS.md (--no-write: print it only, e.g. for a smoke run on a
@@ -57,10 +57,13 @@ def free_port() -> int:
 
 
 def bundle(run_dir: Path, quantize: str | None) -> Path:
-    from mtbert.inference.export import default_out_dir, export_onnx
+    """The run's ONNX bundle, exported if it is missing or an int8 one was made by another scheme."""
+    from mtbert.inference.export import INT8_SCHEME, default_out_dir, export_onnx
 
     out = default_out_dir(run_dir, quantize)
-    if not (out / "model.onnx").exists():
+    manifest = out / "manifest.json"
+    stale = quantize and manifest.exists() and json.loads(manifest.read_text()).get("quantization_scheme") != INT8_SCHEME
+    if stale or not (out / "model.onnx").exists():
         print(f"exporting {run_dir} to {out}", flush=True)
         export_onnx(run_dir, out, quantize)
     return out

@@ -24,7 +24,7 @@ from mtbert.data.features import collate, encode
 from mtbert.data.readers import read_split
 from mtbert.errors import UserError
 from mtbert.inference.batch import predict_all_file
-from mtbert.inference.export import INPUTS, ExportGraph
+from mtbert.inference.export import INPUTS, INT8_SCHEME, ExportGraph
 from mtbert.inference.onnx_predictor import OnnxPredictor
 from mtbert.inference.predictor import Predictor
 from mtbert.rundir import load_model
@@ -156,7 +156,8 @@ def test_int8_parity_on_minilm(minilm_run, tmp_path):
     dynamic quantisation, which int8 export used before, agreed on 99.5% and 98.3%)."""
     assert main(["-q", "export", str(minilm_run), "-o", str(tmp_path / "fp32")]) == 0
     assert main(["-q", "export", str(minilm_run), "--quantize", "int8", "-o", str(tmp_path / "int8")]) == 0
-    assert json.loads((tmp_path / "int8" / "manifest.json").read_text())["quantization"] == "int8"
+    manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    assert manifest["quantization"] == "int8" and manifest["quantization_scheme"] == INT8_SCHEME
     # the encoder's weights are int8 but for the FFN output projections; the fp32 word embeddings are
     # half of the fp32 file
     assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.8 * (tmp_path / "fp32" / "model.onnx").stat().st_size

@@ -42,6 +42,9 @@ OUTPUTS = {
     "sequence_labeling": ("batch, sequence, labels", "logits per sub-token"),
 }
 QUANTIZATIONS = ("int8",)
+# what `quantization: int8` means in manifest.json, so that a bundle says which scheme made it
+INT8_SCHEME = ("onnxruntime MatMulNBits, 8 bits, blocks of 32, accuracy level 4 (int8 compute); "
+               "feed-forward output projections and embeddings fp32")
 
 
 class ExportGraph(nn.Module):
@@ -206,6 +209,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
             "format": "mtbert-onnx/1",
             "opset": OPSET,
             "quantization": quantize,
+            "quantization_scheme": INT8_SCHEME if quantize else None,
             "pad_token_id": tokenizer.pad_token_id or 0,
             "inputs": {name: "int64 (batch, group, sequence)" for name in INPUTS},
             "outputs": {t: {"type": cfg.tasks[t].type, "shape": OUTPUTS[cfg.tasks[t].type][0],
