@@ -112,13 +112,14 @@ def kernel_speed() -> list[str]:
         onnx.save(model, str(tmp / "fp32.onnx"))
         quantize_dynamic(str(tmp / "fp32.onnx"), str(tmp / "dynamic.onnx"), weight_type=QuantType.QInt8, per_channel=True)
         _quantize_int8(tmp / "fp32.onnx", tmp / "blocks.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        sessions = [ort.InferenceSession(str(tmp / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+                    for name in ("fp32", "dynamic", "blocks")]
         for m in (32, 512):
             x = rng.normal(size=(m, k)).astype(np.float32)
             cells = []
-            for name in ("fp32", "dynamic", "blocks"):
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 2
-                session = ort.InferenceSession(str(tmp / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+            for session in sessions:
                 session.run(None, {"x": x})
                 calls, start = 0, time.perf_counter()
                 while time.perf_counter() - start < 1.0:
