@@ -123,3 +123,23 @@ def test_choice_count_mismatch_is_a_user_error(tok):
            Example(text="q", choices=["a", "b", "c"], label=0, source="f.jsonl")]
     with pytest.raises(UserError, match="same number of choices"):
         encode("multiple_choice", exs, tok, 32)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 5.0])
+def test_temperature_sampling_follows_the_formula(temperature):
+    examples = {"big": 8000, "mid": 2000, "small": 400}
+    batches = {t: -(-n // 32) for t, n in examples.items()}
+    s = TaskSchedule("temperature", batches, epochs=1, seed=0, temperature=temperature, examples_per_task=examples)
+    n = np.array(list(examples.values()), dtype=float)
+    expected = n ** (1 / temperature) / (n ** (1 / temperature)).sum()
+    assert s.probabilities(0) == pytest.approx(expected)
+    counts = Counter(s.task_for(i, 0) for i in range(20000))
+    assert [counts[t] / 20000 for t in examples] == pytest.approx(expected, abs=0.015)
+
+
+def test_temperature_one_is_proportional_and_large_tends_to_uniform():
+    examples = {"a": 900, "b": 100}
+    s1 = TaskSchedule("temperature", examples, 1, 0, temperature=1.0, examples_per_task=examples)
+    assert s1.probabilities(0) == pytest.approx(TaskSchedule("proportional", examples, 1, 0).probabilities(0))
+    s_hot = TaskSchedule("temperature", examples, 1, 0, temperature=1e6, examples_per_task=examples)
+    assert s_hot.probabilities(0) == pytest.approx([0.5, 0.5], abs=1e-4)

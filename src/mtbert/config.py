@@ -151,10 +151,18 @@ class TrainingConfig(_Strict):
     steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
     batch_size: Annotated[int, Field(gt=0)] = 32
     eval_batch_size: Annotated[int, Field(gt=0)] = 64
-    schedule: Literal["proportional", "uniform", "annealed", "round_robin", "minbert_round_robin"] = "proportional"
+    schedule: Literal["proportional", "uniform", "annealed", "temperature", "round_robin",
+                      "minbert_round_robin"] = "proportional"
+    # schedule 'temperature': p_i ~ n_i ** (1 / T); unset means 2 there (None elsewhere, so a dumped
+    # config loads back)
+    temperature: Annotated[float, Field(gt=0)] | None = None
     keep_remainder: bool = False  # minbert_round_robin: spread the batches the floor would drop over the epoch
     mode: Literal["pretrain", "finetune"] | None = None  # minBERT presets, see _mode_presets
     lr: Annotated[float, Field(gt=0)] = 5e-5
+    # learned task weights (training/balancing.py); their lr is their own: at the encoder's 5e-5 they
+    # would move by about 0.25 over a five-thousand-step run, too little to weigh anything
+    loss_balancing: Literal["none", "uncertainty"] = "none"
+    loss_balancing_lr: Annotated[float, Field(gt=0)] = 1e-2
     head_lr: Annotated[float, Field(gt=0)] | None = None
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     warmup: Annotated[float, Field(ge=0, le=1)] = 0.1
@@ -190,6 +198,15 @@ class TrainingConfig(_Strict):
             for key, value in preset.items():
                 if key not in self.model_fields_set:
                     setattr(self, key, value)
+        return self
+
+    @model_validator(mode="after")
+    def _temperature_needs_its_schedule(self):
+        if self.temperature is not None and self.schedule != "temperature":
+            raise ValueError(f"temperature applies to schedule 'temperature', not '{self.schedule}'; "
+                             "set schedule: temperature or remove temperature")
+        if self.schedule == "temperature" and self.temperature is None:
+            self.temperature = 2.0
         return self
 
     @model_validator(mode="after")

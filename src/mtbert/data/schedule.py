@@ -3,6 +3,9 @@
 - proportional: p_i proportional to the task's number of batches (every example seen about once an epoch)
 - uniform:      p_i = 1 / T
 - annealed:     DeepPavlov's anneal, p_i ~ n_i ** a with a = 1 - 0.8 * epoch / epochs
+- temperature:  p_i ~ n_i ** (1 / T), n_i the task's training examples (jiant, T5, mT5): T = 1 is
+                proportional, a large T tends to uniform; small tasks get more steps without being
+                repeated as often as under uniform
 - round_robin:  tasks in config order, one batch each
 - minbert_round_robin: Eq. (1) of the minBERT report, see `minbert_sequence`
 """
@@ -13,7 +16,7 @@ import random
 
 import numpy as np
 
-SCHEDULES = ("proportional", "uniform", "annealed", "round_robin", "minbert_round_robin")
+SCHEDULES = ("proportional", "uniform", "annealed", "temperature", "round_robin", "minbert_round_robin")
 
 
 def minbert_sequence(batches_per_task: dict[str, int], keep_remainder: bool = False) -> tuple[list[str], dict[str, float]]:
@@ -43,12 +46,18 @@ def minbert_sequence(batches_per_task: dict[str, int], keep_remainder: bool = Fa
 
 class TaskSchedule:
     def __init__(self, kind: str, batches_per_task: dict[str, int], epochs: float, seed: int,
-                 keep_remainder: bool = False):
+                 keep_remainder: bool = False, temperature: float = 1.0,
+                 examples_per_task: dict[str, int] | None = None):
         if kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {kind!r}")
         self.kind = kind
         self.tasks = list(batches_per_task)
         self.sizes = np.array([batches_per_task[t] for t in self.tasks], dtype=float)
+        self.temperature = temperature
+        # temperature sampling is defined on dataset sizes, which differ from batch counts when tasks
+        # have their own batch_size
+        examples = examples_per_task or batches_per_task
+        self.examples = np.array([examples[t] for t in self.tasks], dtype=float)
         self.epochs = epochs
         self.rng = np.random.default_rng(seed)
         self.sequence, self.weights = None, {}
@@ -68,6 +77,8 @@ class TaskSchedule:
             p = np.ones_like(self.sizes)
         elif self.kind == "annealed":
             p = self.sizes ** (1.0 - 0.8 * epoch / max(self.epochs, 1))
+        elif self.kind == "temperature":
+            p = self.examples ** (1.0 / self.temperature)
         else:
             p = self.sizes.copy()
         return p / p.sum()

@@ -41,6 +41,7 @@ from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
 from mtbert.rundir import save_model, write_config
+from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
 from mtbert.training.distributed import Dist, from_env
 from mtbert.training.report import write_curves, write_report
@@ -118,6 +119,8 @@ def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
                               tokens_per_example(td))
              for name, td in data.items()}
     model = MultiTaskModel(encoder, heads, {n: td.type for n, td in data.items()})
+    if cfg.training.loss_balancing == "uncertainty":
+        model.balancer = UncertaintyWeights(model.task_types)
     if cfg.training.freeze_encoder:
         model.encoder.requires_grad_(False)
     elif cfg.training.freeze_embeddings:
@@ -128,18 +131,20 @@ def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
 
 
 def make_optimizer(model: MultiTaskModel, cfg: Config) -> torch.optim.AdamW:
-    """AdamW; no decay on biases and LayerNorm weights; heads may have their own lr."""
+    """AdamW; no decay on biases and LayerNorm weights; heads may have their own lr, learned loss weights
+    have theirs."""
     t = cfg.training
     groups: dict[tuple, list] = defaultdict(list)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        part = name.split(".")[0]  # encoder, heads or balancer
         no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
-        groups[(name.startswith("heads."), no_decay)].append(p)
+        groups[(part, no_decay)].append(p)
+    lr = {"encoder": t.lr, "heads": t.head_lr or t.lr, "balancer": t.loss_balancing_lr}
     param_groups = [
-        {"params": ps, "weight_decay": 0.0 if no_decay else t.weight_decay,
-         "lr": (t.head_lr or t.lr) if is_head else t.lr}
-        for (is_head, no_decay), ps in groups.items()
+        {"params": ps, "weight_decay": 0.0 if no_decay else t.weight_decay, "lr": lr[part]}
+        for (part, no_decay), ps in groups.items()
     ]
     # the fused kernel updates every tensor in one pass: on one CPU thread a MiniLM step takes 12 ms instead
     # of 110 (a third of a training step); tensors without a gradient are skipped as before
@@ -349,8 +354,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
         # in place, so parameter names (and checkpoints) stay those of the eager model; dynamic shapes,
         # since every batch is padded to its own length
         model.encoder.compile(dynamic=True)
+    balancer = getattr(model, "balancer", None)
     net = model
     if ranks.enabled:
+        if balancer is not None:  # used after the forward, outside DDP's graph: reduced by hand below
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, [f"balancer.{n}" for n, _ in balancer.named_parameters()])
         # a step trains one task, so the other heads are unused: DDP must look for them (and then leaves
         # their gradients None, so AdamW skips them as on one process)
         net = torch.nn.parallel.DistributedDataParallel(
@@ -365,7 +374,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
     }
     accum = t.gradient_accumulation_steps
     schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, t.epochs, cfg.seed,
-                            t.keep_remainder)
+                            t.keep_remainder, t.temperature or 1.0, {n: len(td.train_feats) for n, td in data.items()})
     if schedule.epoch_aligned:
         steps_per_epoch = len(schedule.sequence)
     else:
@@ -430,6 +439,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
         record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "lr": lr_schedule.lr,
                   "train_loss": {k: v[0] / max(v[1], 1) for k, v in state.loss_sums.items()},
                   "dev": scores, "target": target}
+        if balancer is not None:
+            record["loss_weights"] = balancer.weights()
         if main:
             append_line(metrics_path, json.dumps(record))
         state.dev_curve.append(record)
@@ -484,9 +495,16 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
                     # the loss of the whole batch: every rank's sum over every rank's count (DDP then
                     # averages the gradients over the ranks, hence the world size)
                     whole = ranks.sum(torch.stack([total.detach(), count]) * share)
-                    scaler.scale(total * share * ranks.world / whole[1] * weight / accum).backward()
+                    loss = total * share * ranks.world / whole[1]
+                    if balancer is not None:  # DDP averages its s_i term over the ranks: one each
+                        loss = balancer(task, loss)
+                    scaler.scale(loss * weight / accum).backward()
                 step_loss += (whole[0] / whole[1]).item() / accum
             state.step += 1
+            if balancer is not None and ranks.enabled:
+                for p in balancer.parameters():
+                    if p.grad is not None:
+                        p.grad = ranks.sum(p.grad) / ranks.world
             if math.isfinite(step_loss):
                 scaler.unscale_(optimizer)
                 if t.clip_norm:
