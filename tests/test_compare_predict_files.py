@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 
@@ -29,28 +30,70 @@ def _config(toy_config, toy_data, write_config, **training):
     return write_config(cfg)
 
 
-def test_compare_writes_table_3_and_a_chart(toy_config, toy_data, write_config, tmp_path, capsys):
+def test_compare_modes_write_a_table_per_mode_with_their_presets(toy_config, toy_data, write_config, tmp_path, capsys):
     path = _config(toy_config, toy_data, write_config, max_steps=4, eval_every=4)
-    rc = main(["compare", str(path), "--run-dir", str(tmp_path / "cmp")])
+    rc = main(["compare", str(path), "--modes", "pretrain,finetune", "--run-dir", str(tmp_path / "cmp")])
     assert rc == 0, capsys.readouterr().err
     out = tmp_path / "cmp"
     md = (out / "compare.md").read_text()
-    assert md.splitlines()[0] == "| Task | Dataset | Training scheme | Metric | Score (pretrain / finetune) |"
-    rows = [r for r in md.splitlines()[2:]]
-    assert len(rows) == 4  # 2 tasks x (single, multi)
-    assert any(r.startswith("| sent | Toy sentiment | single-task | accuracy |") for r in rows)
+    assert "## mode: pretrain" in md and "## mode: finetune" in md
+    assert "| task | metric | single-task | multi-task: plain | difference (plain) |" in md
     assert (out / "compare.png").stat().st_size > 1000
-    scores = json.loads((out / "compare.json").read_text())
-    assert set(scores["sts"]) == {"single-task", "multi-task"}
-    assert set(scores["sts"]["multi-task"]) == {"pretrain", "finetune"}
+    report = json.loads((out / "compare.json").read_text())
+    assert set(report["tables"]) == {"pretrain", "finetune"}
+    assert set(report["tables"]["pretrain"]["rows"]["sts"]) == {"metric", "single-task", "plain"}
     # each run used its mode's preset, and single-task runs hold one task
-    pre = yaml.safe_load((out / "pretrain/single-sts/config.yaml").read_text())
+    pre = yaml.safe_load((out / "pretrain/seed-1/single-sts/config.yaml").read_text())
     assert list(pre["tasks"]) == ["sts"] and pre["training"]["freeze_encoder"] is True and pre["training"]["lr"] == 1e-3
-    fine = yaml.safe_load((out / "finetune/multi-task/config.yaml").read_text())
+    fine = yaml.safe_load((out / "finetune/seed-1/multi-plain/config.yaml").read_text())
     assert list(fine["tasks"]) == ["sent", "sts"] and fine["training"]["freeze_encoder"] is False
-    assert main(["compare", str(path), "--run-dir", str(out)]) == 2  # refuses to overwrite
     assert main(["compare", str(path), "--modes", "warmup"]) == 2
     assert "--modes 'warmup'" in capsys.readouterr().err
+
+
+def test_compare_without_modes_keeps_the_configs_own_hyper_parameters(toy_config, toy_data, write_config, tmp_path):
+    """A config without lr trains at the default 5e-5 in compare as in train: no preset behind the user's back."""
+    path = _config(toy_config, toy_data, write_config, max_steps=2, eval_every=2)
+    assert main(["compare", str(path), "--run-dir", str(tmp_path / "cmp")]) == 0
+    cfg = yaml.safe_load((tmp_path / "cmp/seed-1/multi-plain/config.yaml").read_text())
+    assert cfg["training"]["lr"] == 5e-5 and cfg["training"]["mode"] is None
+    assert "lr 5e-05, 2 steps" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_compare_seeds_and_methods_table_with_spreads_and_resume(toy_config, toy_data, write_config, tmp_path, capsys):
+    path = _config(toy_config, toy_data, write_config, max_steps=4, eval_every=2)
+    out = tmp_path / "cmp"
+    argv = ["compare", str(path), "--seeds", "3,4", "--methods", "plain,temperature,uncertainty", "--run-dir", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "compare.json").read_text())
+    assert len(report["runs"]) == 2 * (2 + 3)  # per seed: 2 single-task runs, 3 multi-task methods
+    row = report["tables"]["-"]["rows"]["sent"]
+    assert len(row["single-task"]) == len(row["temperature"]) == 2  # one score per seed
+    assert yaml.safe_load((out / "seed-4/multi-temperature/config.yaml").read_text())["training"]["schedule"] == "temperature"
+    assert yaml.safe_load((out / "seed-3/multi-uncertainty/config.yaml").read_text())["training"]["loss_balancing"] == "uncertainty"
+    assert yaml.safe_load((out / "seed-3/single-sts/config.yaml").read_text())["seed"] == 3
+    md = (out / "compare.md").read_text()
+    header = "| task | metric | single-task | multi-task: plain | multi-task: temperature | multi-task: uncertainty |"
+    assert header in md and " ± " in md
+    assert "| single-task | 2 |" in md and "| multi-task: plain | 1 |" in md  # cost rows: models stored
+    assert re.search(r"multi-task >= single-task on \d of 2 \(mean of 2 seeds, best method: \w+\)", md)
+    # scores are the evaluate path's: the saved model scored again gives the same numbers
+    from mtbert.evaluation.evaluate import evaluate_run
+    run = next(r for r in report["runs"] if r["name"] == "seed-3/multi-plain")
+    assert evaluate_run(out / "seed-3/multi-plain", "dev")[0] == run["scores"]
+    costs = report["costs"]
+    assert costs["single-task"]["parameters"] > costs["plain"]["parameters"]  # two encoders against one
+    # a second call reuses every finished run: nothing trains again
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("seed-*/*/model/heads.safetensors")}
+    (out / "seed-4" / "multi-uncertainty" / "compare-run.json").unlink()  # as if it had been interrupted
+    assert main(argv) == 0
+    again = {p: p.stat().st_mtime_ns for p in out.glob("seed-*/*/model/heads.safetensors")}
+    changed = [p for p in stamps if again[p] != stamps[p]]
+    assert changed == [] or all("multi-uncertainty" in str(p) for p in changed)
+    assert main(["compare", str(path), "--seeds", "3,x"]) == 2
+    assert "--seeds '3,x'" in capsys.readouterr().err
+    assert main(["compare", str(path), "--methods", "plain,magic"]) == 2
+    assert "unknown method 'magic'" in capsys.readouterr().err
 
 
 def test_minbert_prediction_files(toy_config, toy_data, write_config, tmp_path, capsys):

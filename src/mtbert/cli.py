@@ -138,17 +138,23 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def cmd_compare(args) -> int:
     from mtbert.config import finish, load_raw
-    from mtbert.training.compare import compare
+    from mtbert.training.compare import compare, parse_methods, parse_seeds
 
     raw = load_raw(args.config, args.set)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("pretrain", "finetune")]
-    if bad or not modes:
-        raise UserError(f"--modes {args.modes!r}: use pretrain, finetune or both, comma-separated")
+    modes: list[str | None] = [None]
+    if args.modes:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        if not modes or any(m not in ("pretrain", "finetune") for m in modes):
+            raise UserError(f"--modes {args.modes!r}: use pretrain, finetune or both, comma-separated")
+    seeds = parse_seeds(args.seeds) if args.seeds else [finish(raw, args.config).seed]
+    methods = parse_methods(args.methods)
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give 1 or more (trainings at once, one thread each)")
     cfg = finish(raw, args.config)  # validate once up front: a typo fails now, not after the first run
     run_dir = Path(args.run_dir or f"{cfg.run_dir}-compare")
-    _fresh_run_dir(run_dir, args.overwrite)
-    compare(raw, args.config, modes, run_dir)
+    if args.overwrite:
+        _fresh_run_dir(run_dir, True)
+    compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs)
     print((run_dir / "compare.md").read_text(encoding="utf-8"))
     print(f"run dir: {run_dir}")
     return 0
@@ -396,12 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-o", "--output", default="-", help="YAML file to write (atomically), or - for stdout (default)")
     v.set_defaults(func=cmd_convert)
 
-    c = sub.add_parser("compare", help="train multi-task and single-task models per mode; write a comparison table")
+    c = sub.add_parser("compare", help="is one shared model as good as one model per task? trains both, writes "
+                                       "a multi- vs single-task table")
     c.add_argument("config")
-    c.add_argument("--modes", default="pretrain,finetune", help="comma-separated: pretrain, finetune (default both)")
+    c.add_argument("--seeds", help="comma-separated seeds, every run once per seed (default: the config's seed)")
+    c.add_argument("--methods", default="plain",
+                   help="multi-task methods, comma-separated: plain, temperature, uncertainty, distill, or several "
+                        "joined by '+' (default plain)")
+    c.add_argument("--modes", help="minBERT's modes, comma-separated: pretrain, finetune (their lr and frozen "
+                                   "encoder presets); default: the config as it is")
+    c.add_argument("--jobs", type=int, default=1, help="trainings at once, one thread each (default 1)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    c.add_argument("--run-dir", help="default: the config's run_dir + '-compare'")
-    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--run-dir", help="default: the config's run_dir + '-compare'; finished runs there are reused")
+    c.add_argument("--overwrite", action="store_true", help="start the comparison again from nothing")
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("serve", help="serve a trained model over HTTP: REST API, web page, OpenAPI at /docs")

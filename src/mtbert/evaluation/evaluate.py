@@ -89,3 +89,33 @@ def target_value(target: str, scores: dict[str, dict[str, float]], primary: dict
         return float(get_metric(target)(outputs))
     task, _, metric = target.partition(".")
     return float(scores[task][metric or primary[task]])
+
+
+def evaluate_run(run_dir, split: str = "dev", tasks: list[str] | None = None, data: dict | None = None,
+                 batch_size: int = 64, precision: str = "auto", custom_metrics: bool = False):
+    """Score a saved run on a split of its config's data (or `data` {task: path}), as `mtbert evaluate`
+    does: ({task: {metric: value}}, {task: primary metric}, precision used). Tasks without that split are
+    skipped. Custom `module:function` metrics named by the run run only with `custom_metrics`."""
+    from mtbert.data.features import encode
+    from mtbert.data.readers import read_split
+    from mtbert.inference.predictor import Predictor
+    from mtbert.tasks import default_metrics
+
+    predictor = Predictor(run_dir, precision=precision, batch_size=batch_size)
+    cfg, data = predictor.cfg, data or {}
+    scores, primary = {}, {}
+    for name in tasks or list(cfg.tasks):
+        task = predictor._task(name)
+        if name not in data and getattr(task, split) is None:
+            continue
+        examples = read_split(cfg, name, split, data.get(name))
+        labels = predictor.labels.get(name)
+        feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
+                       pair_encoding=task.pair_encoding)
+        preds = predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
+                             labels, predictor.amp)
+        metrics = task.metrics if custom_metrics else ([m for m in task.metrics if ":" not in m]
+                                                       or default_metrics(task.type))
+        scores[name] = score_task(task.type, metrics, examples, preds, labels)
+        primary[name] = metrics[0]
+    return scores, primary, predictor.precision

@@ -24,7 +24,8 @@ class Predictor(PredictorBase):
         self.device = resolve_device(device)
         self.model.to(self.device)
         self.batch_size = batch_size
-        self.amp = partial(autocast, resolve_precision(precision, self.device), self.device)
+        self.precision = resolve_precision(precision, self.device)
+        self.amp = partial(autocast, self.precision, self.device)
 
     def _predict(self, tasks, examples, encode_as, max_length, pair_encoding):
         feats = encode(encode_as, examples, self.tokenizer, max_length, with_labels=False, pair_encoding=pair_encoding)

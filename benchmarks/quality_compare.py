@@ -1,0 +1,60 @@
+"""Multi-task vs single-task on the five-task DeepPavlov example (or any config): `mtbert compare` with
+several seeds and methods, its table written to benchmarks/RESULTS.md with the command, machine and date.
+
+    python benchmarks/quality_compare.py --seeds 42 --methods plain,temperature,uncertainty,distill \
+        --run-dir runs/five-compare --jobs 2
+    python benchmarks/quality_compare.py --seeds 42,7 --methods plain,BEST --run-dir runs/five-compare --jobs 2
+
+The second call reuses the first's seed-42 runs (compare skips finished runs), so the issue's plan (every
+method with one seed, then the best one, plain multi-task and single-task with a second) is two commands.
+Writes the section named by --section (default 'five_task_compare').
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, today, write_section  # noqa: E402
+
+from mtbert.config import finish, load_raw  # noqa: E402
+from mtbert.training.compare import compare, parse_methods, parse_seeds  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/deeppavlov_example.yaml")
+    ap.add_argument("--seeds", default="42,7")
+    ap.add_argument("--methods", default="plain")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--section", default="five_task_compare")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    raw = load_raw(args.config, args.set)
+    finish(raw, args.config)
+    start = time.time()
+    compare(raw, args.config, Path(args.run_dir), parse_seeds(args.seeds), parse_methods(args.methods), [None],
+            args.jobs)
+    wall = (time.time() - start) / 60
+    cmd = (f"python benchmarks/quality_compare.py --config {args.config} --seeds {args.seeds} --methods {args.methods}"
+           f" --jobs {args.jobs} --run-dir {args.run_dir}" + "".join(f" --set {s}" for s in args.set))
+    body = f"""## Multi-task vs single-task: {args.config} (issue 15)
+
+- command: `{cmd}`
+- machine: {machine()}; {args.jobs} trainings at a time, one thread each
+- date: {today()}; this call took {wall:.0f} min of wall time (runs finished by an earlier call are reused)
+
+{(Path(args.run_dir) / "compare.md").read_text(encoding="utf-8")}
+"""
+    write_section(args.section, body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
