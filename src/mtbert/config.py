@@ -90,6 +90,7 @@ class TaskConfig(_Strict):
     batch_size: Annotated[int, Field(gt=0)] | None = None
     max_length: Annotated[int, Field(gt=8)] | None = None
     length_grouping: bool | None = None  # None: training.length_grouping
+    teacher: str | None = None  # a finished run dir trained on this task: distil from it (training/distill.py)
 
     @field_validator("metric")
     @classmethod
@@ -564,6 +565,9 @@ def validate(raw: dict, source: str = "config", import_metrics: bool = True) -> 
 
 def check_data_files(cfg: Config, source: str = "config") -> None:
     for name, task in cfg.tasks.items():
+        if task.teacher and not (Path(task.teacher) / "model" / "heads.safetensors").is_file():
+            raise UserError(f"{source}: tasks.{name}.teacher: no trained model in {task.teacher} (a run dir of "
+                            "mtbert train, relative to the current directory); train the teacher first")
         if task.format == "hf":
             continue
         for split in ("train", "dev", "test"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from mtbert.data.bucketing import length_batches
@@ -55,6 +56,9 @@ class Feature:
     token_type_ids: list
     label: object = None  # class id, float, choice index, or per-sub-token tag ids
     word_ids: list | None = field(default=None, repr=False)  # sequence labeling: sub-token -> word
+    # a teacher's target (distillation): class or choice probabilities, a score, or per-sub-token tag
+    # probabilities (zeros where the label is IGNORE)
+    soft: object = field(default=None, repr=False)
 
     @property
     def length(self) -> int:
@@ -158,6 +162,14 @@ def collate(task_type: str, feats: list[Feature], pad_id: int) -> dict[str, torc
             batch["labels"] = torch.tensor([f.label for f in feats], dtype=torch.float32)
         else:
             batch["labels"] = torch.tensor([f.label for f in feats], dtype=torch.long)
+    if feats[0].soft is not None:
+        if task_type == "sequence_labeling":
+            soft = np.zeros((len(feats), width, feats[0].soft.shape[-1]), dtype=np.float32)
+            for i, f in enumerate(feats):
+                soft[i, :len(f.soft)] = f.soft
+        else:
+            soft = np.asarray([f.soft for f in feats], dtype=np.float32)
+        batch["soft_labels"] = torch.from_numpy(soft)
     return batch
 
 

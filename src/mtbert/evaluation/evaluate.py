@@ -12,13 +12,14 @@ from mtbert.evaluation.metrics import get_metric
 
 
 @torch.inference_mode()
-def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int,
-                  labels: dict[str, list[str] | None], amp, ranks=None) -> dict[str, TaskPredictions]:
-    """Predict several tasks that take the same input with one encoder pass per batch. Batches are sorted
-    by length (less padding) and the results put back in input order.
+def raw_outputs(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int, amp,
+                ranks=None) -> dict[str, list[np.ndarray]]:
+    """Each head's float32 output for every feature, in input order, from one encoder pass per batch:
+    probabilities for classification and multiple choice, scores for regression, per-sub-token logits for
+    tagging. Batches are sorted by length (less padding).
 
     With `ranks` (training.distributed.Dist), each process runs every world-th batch and the outputs are
-    gathered: the batches are the single process's, so the predictions are too."""
+    gathered: the batches are the single process's, so the outputs are too."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -30,6 +31,7 @@ def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int
     for idx in batches:
         batch = collate(collate_as, [feats[i] for i in idx], pad_id)
         batch.pop("labels", None)
+        batch.pop("soft_labels", None)
         with amp():
             outs = model.forward_heads(tasks, {k: v.to(device) for k, v in batch.items()})
         for task, out in outs.items():
@@ -42,7 +44,13 @@ def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int
             for task in tasks:
                 outputs[task].update(part[task])
     model.train(was_training)
-    outputs = {t: [rows[i] for i in range(len(feats))] for t, rows in outputs.items()}
+    return {t: [rows[i] for i in range(len(feats))] for t, rows in outputs.items()}
+
+
+def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int,
+                  labels: dict[str, list[str] | None], amp, ranks=None) -> dict[str, TaskPredictions]:
+    """Predict several tasks that take the same input with one encoder pass per batch, in input order."""
+    outputs = raw_outputs(model, tasks, feats, batch_size, pad_id, amp, ranks)
     word_ids = [f.word_ids for f in feats]
     return {t: decode(model.task_types[t], outputs[t], word_ids, labels.get(t)) for t in tasks}
 

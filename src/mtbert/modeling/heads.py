@@ -51,15 +51,28 @@ class Head(nn.Module):
     def probas(self, out: torch.Tensor) -> torch.Tensor:
         return torch.softmax(out, dim=-1)
 
-    def loss_terms(self, out: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_terms(self, out: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None,
+                   gold_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss summed over the batch, and what its mean divides by (examples, gold-class weights or
         labelled tokens). Kept apart so several processes, each holding a shard of one batch, can divide
-        their sums by the whole batch's count and get the single-process loss."""
+        their sums by the whole batch's count and get the single-process loss.
+
+        With a teacher's `soft` targets (distillation), the target is gold_weight * gold +
+        (1 - gold_weight) * teacher; for cross-entropy, which is linear in its target, that is the same
+        mix of the two losses."""
         raise NotImplementedError
 
-    def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        total, count = self.loss_terms(out, labels)
+    def loss(self, out: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None,
+             gold_weight: float = 1.0) -> torch.Tensor:
+        total, count = self.loss_terms(out, labels, soft, gold_weight)
         return total / count
+
+
+def _mix(gold: torch.Tensor, teacher, gold_weight: float) -> torch.Tensor:
+    """gold_weight * gold + (1 - gold_weight) * teacher, skipping the teacher's term where it weighs 0."""
+    if teacher is None or gold_weight >= 1.0:
+        return gold
+    return gold_weight * gold + (1.0 - gold_weight) * teacher()
 
 
 def _count(labels: torch.Tensor) -> torch.Tensor:
@@ -81,12 +94,16 @@ class ClassificationHead(Head):
         logits = self.out(self.pooled(hidden, pooler_output, mask, groups))
         return logits.squeeze(-1) if self.bce else logits
 
-    def loss_terms(self, logits, labels):
+    def loss_terms(self, logits, labels, soft=None, gold_weight=1.0):
         if self.bce:
             weight = None if self.class_weights is None else self.class_weights[labels]
-            total = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), weight=weight, reduction="sum")
+            target = labels.float() if soft is None else _mix(labels.float(), lambda: soft[:, 1], gold_weight)
+            total = F.binary_cross_entropy_with_logits(logits.float(), target, weight=weight, reduction="sum")
             return total, _count(labels)
-        total = F.cross_entropy(logits.float(), labels, weight=self.class_weights, reduction="sum")
+        gold = F.cross_entropy(logits.float(), labels, weight=self.class_weights, reduction="sum")
+        teacher = None if soft is None else (
+            lambda: F.cross_entropy(logits.float(), soft, weight=self.class_weights, reduction="sum"))
+        total = _mix(gold, teacher, gold_weight)
         # a weighted mean, as torch's: divided by the weights of the gold classes
         return total, (self.class_weights[labels].sum() if self.class_weights is not None
                        else _count(labels))
@@ -111,8 +128,9 @@ class RegressionHead(Head):
         score = self.out(self.pooled(hidden, pooler_output, mask, groups)).squeeze(-1)
         return F.relu(score) if self.relu else score
 
-    def loss_terms(self, scores, labels):
-        return F.mse_loss(scores.float(), labels, reduction="sum"), _count(labels)
+    def loss_terms(self, scores, labels, soft=None, gold_weight=1.0):
+        target = labels if soft is None else _mix(labels, lambda: soft, gold_weight)
+        return F.mse_loss(scores.float(), target, reduction="sum"), _count(labels)
 
     def probas(self, out):
         return out
@@ -127,8 +145,9 @@ class MultipleChoiceHead(Head):
     def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.pooled(hidden, pooler_output, mask)).view(-1, groups)
 
-    def loss_terms(self, logits, labels):
-        return F.cross_entropy(logits.float(), labels, reduction="sum"), _count(labels)
+    def loss_terms(self, logits, labels, soft=None, gold_weight=1.0):
+        teacher = None if soft is None else (lambda: F.cross_entropy(logits.float(), soft, reduction="sum"))
+        return _mix(F.cross_entropy(logits.float(), labels, reduction="sum"), teacher, gold_weight), _count(labels)
 
 
 class SequenceLabelingHead(Head):
@@ -146,8 +165,14 @@ class SequenceLabelingHead(Head):
     def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.dropout(hidden))
 
-    def loss_terms(self, logits, labels):
-        total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    def loss_terms(self, logits, labels, soft=None, gold_weight=1.0):
+        flat = logits.float().flatten(0, 1)
+        gold = F.cross_entropy(flat, labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        # the teacher's word distributions sit where the gold tags do: on each word's first sub-token
+        tagged = labels.flatten() != IGNORE
+        teacher = None if soft is None else (lambda: F.cross_entropy(flat[tagged], soft.flatten(0, 1)[tagged],
+                                                                     reduction="sum"))
+        total = _mix(gold, teacher, gold_weight)
         if self.tokens_per_example:
             return total, torch.tensor(labels.shape[0] * self.tokens_per_example, device=labels.device)
         return total, (labels != IGNORE).sum().float()

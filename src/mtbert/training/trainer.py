@@ -43,6 +43,7 @@ from mtbert.modeling.precision import autocast, resolve_device, resolve_precisio
 from mtbert.rundir import save_model, write_config
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
+from mtbert.training.distill import attach_teacher_targets, gold_weight
 from mtbert.training.distributed import Dist, from_env
 from mtbert.training.report import write_curves, write_report
 
@@ -347,6 +348,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
 
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer)
+    for td in data.values():
+        if td.cfg.teacher:
+            attach_teacher_targets(td, td.cfg.teacher, t.eval_batch_size, precision, device)
+    distilling = any(td.cfg.teacher for td in data.values())
     pad_id = tokenizer.pad_token_id or 0
     model = build_model(cfg, data).to(device)
     model.train()
@@ -491,7 +496,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
                 with net.no_sync() if ranks.enabled and k < accum - 1 else contextlib.nullcontext():
                     with amp():
                         out = net(task, batch)
-                    total, count = model.heads[task].loss_terms(out, batch["labels"])
+                    total, count = model.heads[task].loss_terms(
+                        out, batch["labels"], batch.get("soft_labels"),
+                        gold_weight(step, total_steps) if distilling else 1.0)
                     # the loss of the whole batch: every rank's sum over every rank's count (DDP then
                     # averages the gradients over the ranks, hence the world size)
                     whole = ranks.sum(torch.stack([total.detach(), count]) * share)
