@@ -501,6 +501,10 @@ CASES = [
     Case("cli-serve-negative-wait", "cli", "`serve --max-wait-ms -1`", "mtbert serve RUN --max-wait-ms -1",
          lambda env: ["serve", str(env.trained_run()), "--max-wait-ms", "-1"],
          ERR + "--max-wait-ms -1.0: give 0 or more milliseconds", 2),
+    # ------------------------------------------------ issue 14: serve (ids cli-serve-…: ids start with their group)
+    Case("cli-serve-read-timeout-zero", "cli", "`serve --read-timeout 0`", "mtbert serve RUN --read-timeout 0",
+         lambda env: ["serve", str(env.trained_run()), "--read-timeout", "0"],
+         ERR + "--read-timeout 0: give a number of seconds above 0", 2),
     # ------------------------------------------------ security
     Case("security-pickled-encoder", "security",
          "run dir whose encoder is a (malicious) pickled `pytorch_model.bin` instead of `model.safetensors`",

@@ -319,3 +319,121 @@ def test_int8_quantisation_leaves_the_users_logging_alone(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['MatMulNBits']" and done.stderr == ""
+
+
+# --- every encoder family training accepts
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "max_position_embeddings": 64}
+FAMILIES = {  # family: (config class, model class, its config beyond TINY)
+    "bert": ("BertConfig", "BertModel", {}),
+    # RoBERTa numbers positions from its pad id + 1: two more than the longest sequence
+    "roberta": ("RobertaConfig", "RobertaModel", {"pad_token_id": 0, "max_position_embeddings": 66}),
+    "distilbert": ("DistilBertConfig", "DistilBertModel", {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}),
+    "electra": ("ElectraConfig", "ElectraModel", {"embedding_size": 16}),
+    "deberta-v2": ("DebertaV2Config", "DebertaV2Model", {"relative_attention": True, "position_buckets": 16,
+                                                         "pos_att_type": ["p2c", "c2p"]}),
+    "modernbert": ("ModernBertConfig", "ModernBertModel", {"pad_token_id": 0, "global_attn_every_n_layers": 2,
+                                                           "local_attention": 8}),
+}
+# the families whose encoder reads token types; the others' graphs take no token_type_ids input
+# (DeBERTa-v2 has a type embedding only with type_vocab_size > 0, which its config leaves at 0)
+READS_TOKEN_TYPES = {"bert", "roberta", "electra"}
+
+
+def tiny_encoder(family: str, path: Path) -> str:
+    """A randomly initialised encoder of `family` at tiny sizes, saved with MiniLM's WordPiece tokenizer
+    (its 30,522 entries are the vocabulary size)."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from mtbert.modeling.encoder import resolve_backbone
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("minilm"))
+    config_class, model_class, extra = FAMILIES[family]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(vocab_size=len(tokenizer), **{**TINY, **extra})
+    getattr(transformers, model_class)(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def graph_feeds(cfg, tokenizer, labels, task: str) -> dict[str, torch.Tensor]:
+    """The task's dev inputs as one grouped batch of every graph input, encoded as training does."""
+    spec = cfg.tasks[task]
+    feats = encode(spec.type, read_split(cfg, task, "dev"), tokenizer, cfg.max_length_for(task), labels.get(task), task,
+                   with_labels=False, pair_encoding=spec.pair_encoding)
+    batch = collate(spec.type, feats, tokenizer.pad_token_id)
+    return {k: batch[k] if batch[k].dim() == 3 else batch[k].unsqueeze(1) for k in INPUTS}
+
+
+def answers(task_type: str, out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """What a label is chosen from, one row per decision: class or choice probabilities, the softmax of
+    each real sub-token's tag logits, or the score."""
+    if task_type == "sequence_labeling":
+        e = np.exp(out - out.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True))[mask[:, 0].astype(bool)]
+    return out
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_encoder_family_exports_and_predicts(family, tmp_path):
+    """Train each family a few steps on every kind of head, export fp32 and int8 through the CLI, and
+    predict with the ONNX engine. fp32 is PyTorch within 1e-4 and gives its labels. int8 is held to
+    bars that a tiny random model can be held to: every probability within 0.05 of fp32's, and the same
+    label wherever fp32's two best are more than 0.1 apart (closer ones may fairly flip); scores
+    within 0.05 of their range."""
+    from serve_fixtures import serve_config, write_toy_data
+
+    from mtbert.training.trainer import train
+
+    write_toy_data(tmp_path / "data")
+    run = tmp_path / "run"
+    train(validate(serve_config(tiny_encoder(family, tmp_path / family), tmp_path / "data", max_steps=4)), run)
+    for name, extra in (("fp32", []), ("int8", ["--quantize", "int8"])):
+        assert main(["-q", "export", str(run), "-o", str(tmp_path / name), *extra]) == 0
+    expected_inputs = list(INPUTS if family in READS_TOKEN_TYPES else INPUTS[:2])
+    sessions = {}
+    for name in ("fp32", "int8"):
+        assert [i.name for i in onnx.load(str(tmp_path / name / "model.onnx")).graph.input] == expected_inputs
+        assert list(json.loads((tmp_path / name / "manifest.json").read_text())["inputs"]) == expected_inputs
+        sessions[name] = ort.InferenceSession(str(tmp_path / name / "model.onnx"))
+    # int8 keeps each layer's feed-forward output projection in fp32, whatever the family names it
+    from mtbert.inference.export import _kept_in_fp32
+
+    assert len(_kept_in_fp32(tmp_path / "fp32" / "model.onnx")) == TINY["num_hidden_layers"]
+
+    cfg, model, tokenizer, labels = load_model(run)
+    graph = ExportGraph(model.eval())
+    for i, task in enumerate(TASKS):
+        feeds = graph_feeds(cfg, tokenizer, labels, task)
+        with torch.no_grad():
+            want = graph(*(feeds[k] for k in graph.inputs))[i].numpy()
+        fp32, int8 = (sessions[n].run([task], {k: feeds[k].numpy() for k in expected_inputs})[0] for n in ("fp32", "int8"))
+        assert np.abs(fp32 - want).max() <= 1e-4, task
+        kind, mask = cfg.tasks[task].type, feeds["attention_mask"].numpy()
+        exact, quantised = answers(kind, fp32, mask), answers(kind, int8, mask)
+        if kind == "regression":
+            assert np.abs(exact - quantised).max() <= 0.05 * max(1.0, np.ptp(exact)), task
+            continue
+        assert np.abs(exact - quantised).max() <= 0.05, task
+        top2 = np.sort(exact, axis=-1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 0.1
+        assert (exact.argmax(-1) == quantised.argmax(-1))[clear].all(), task
+
+    torch_p = Predictor(run, precision="fp32")
+    engines = {name: OnnxPredictor(tmp_path / name) for name in ("fp32", "int8")}
+    for task in TASKS:
+        inputs = dev_inputs(torch_p.cfg, task)
+        want, got = torch_p.predict(task, inputs), engines["fp32"].predict(task, inputs)
+        assert [r.get("label") for r in got] == [r.get("label") for r in want], task
+        assert np.allclose([r.get("score", 0.0) for r in got], [r.get("score", 0.0) for r in want], atol=1e-4), task
+        assert [r.keys() for r in engines["int8"].predict(task, inputs)] == [r.keys() for r in want], task
+    texts = ["John lives in Paris", "a great fine movie , really"]  # every single-text head from one pass
+    want = torch_p.predict_all(texts)
+    for name, engine in engines.items():
+        got = engine.predict_all(texts)
+        assert [list(r) for r in got] == [list(r) for r in want], name
+        assert [len(r["ner"]["label"]) for r in got] == [4, 6], name
+    assert [{t: r[t].get("label") for t in r} for r in engines["fp32"].predict_all(texts)] == \
+           [{t: r[t].get("label") for t in r} for r in want]

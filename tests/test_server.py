@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -140,12 +141,19 @@ ERRORS = [
     ("/predict", {"task": "sent", "inputs": []}, 422, "inputs: List should have at least 1 item"),
     ("/predict", {"inputs": ["x"]}, 422, "task: Field required"),
     ("/predict", {"task": "sts", "inputs": [{"text": "a"}]}, 422, "input 1: task sts (regression) needs text, and text_pair"),
-    ("/predict", {"task": "sent", "inputs": ["ok", ""]}, 422, "input 2: task sent (classification) needs text"),
+    ("/predict", {"task": "sent", "inputs": ["ok", ""]}, 422, "inputs.1: expected a non-empty string"),
+    ("/predict", {"task": "sent", "inputs": [{"text": ""}]}, 422, "inputs.0.text: expected a non-empty string"),
+    ("/predict", {"task": "sent", "inputs": [{"text_pair": "a"}]}, 422, "input 1: task sent (classification) needs text"),
+    ("/predict", {"task": "sent", "inputs": ["x"], "probas": "yes"}, 422, "probas: Input should be a valid boolean"),
+    ("/predict", {"task": "sent", "inputs": ["x"], "probas": 1}, 422, "probas: Input should be a valid boolean"),
+    ("/predict/all", {"texts": ["x"], "probas": "true"}, 422, "probas: Input should be a valid boolean"),
     ("/predict", {"task": "mc", "inputs": [{"text": "a", "question": "q", "choices": ["x", "y"]},
                                            {"text": "a", "question": "q", "choices": ["x", "y", "z"]}]}, 422,
      "the inputs have 2 and 3 choices; every input of task mc in one request needs the same number"),
-    ("/predict", {"task": "ner", "inputs": [{"tokens": []}]}, 422, "needs tokens as a non-empty list"),
-    ("/predict/all", {"texts": ["fine", "   "]}, 422, "input 2: expected a non-empty text"),
+    ("/predict", {"task": "ner", "inputs": [{"tokens": []}]}, 422, "inputs.0.tokens: List should have at least 1 item"),
+    ("/predict", {"task": "ner", "inputs": ["   "]}, 422, "input 1: task ner needs tokens as a non-empty list"),
+    ("/predict/all", {"texts": ["fine", "   "]}, 422, "texts.1: expected a non-empty text"),
+    ("/predict/all", {"texts": ["\x1c"]}, 422, "texts.0: expected a non-empty text"),
     ("/predict/all", {"texts": ["x"], "tasks": ["sts"]}, 422, "task sts does not take a single text"),
     ("/predict", {"task": "sent", "inputs": ["x"] * 9}, 413, "9 inputs in one request; the limit is 8"),
     ("/predict/all", {"texts": ["x"] * 9}, 413, "9 texts in one request; the limit is 8"),
@@ -169,6 +177,92 @@ def test_errors_are_answered_with_a_message(client, path, body, status, message)
     assert message in r.json()["detail"]
     if status == 404:
         assert r.json()["tasks"] == ["sent", "sts", "mc", "ner", "polar", "para", "len"]
+
+
+# bodies at the edges of what the schema allows: (path, body, whether the schema accepts it)
+EDGES = [
+    ("/predict", {"task": "sent", "inputs": ["great"]}, True),
+    ("/predict", {"task": "sent", "inputs": ["great"], "probas": True}, True),
+    ("/predict", {"task": "sent", "inputs": ["   "]}, True),  # a classifier reads a blank text
+    ("/predict", {"task": "sent", "inputs": ["great"], "probas": "yes"}, False),
+    ("/predict", {"task": "sent", "inputs": ["great"], "probas": 1}, False),
+    ("/predict", {"task": "sent", "inputs": ["great"], "probas": None}, False),
+    ("/predict", {"task": "sent", "inputs": [""]}, False),
+    ("/predict", {"task": "sent", "inputs": [{"text": ""}]}, False),
+    ("/predict", {"task": "ner", "inputs": [{"tokens": []}]}, False),
+    ("/predict", {"task": "mc", "inputs": [{"text": "a", "question": "q", "choices": []}]}, False),
+    ("/predict/all", {"texts": ["a\x1cb"]}, True),
+    ("/predict/all", {"texts": ["great"], "probas": False}, True),
+    ("/predict/all", {"texts": ["   "]}, False),
+    ("/predict/all", {"texts": ["\u00a0\u2003"]}, False),
+    ("/predict/all", {"texts": ["\x1f"]}, False),
+    ("/predict/all", {"texts": ["great"], "probas": "false"}, False),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "valid"), EDGES, ids=[f"{e[0]}-{json.dumps(e[1])[:50]}" for e in EDGES])
+def test_schema_says_what_the_server_accepts(client, path, body, valid):
+    """The published request schema and the server agree: a body the schema refuses is refused with the
+    request-validation 422 (every error listed), and these bodies that it accepts are answered."""
+    import jsonschema_rs
+
+    spec = client.get("/openapi.json").json()
+    ref = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    validator = jsonschema_rs.Draft202012Validator({**spec, "$ref": ref})
+    assert validator.is_valid(body) == valid
+    r = client.post(path, json=body)
+    if valid:
+        assert r.status_code == 200, r.text
+    else:
+        assert r.status_code == 422 and r.json()["errors"], r.text
+
+
+def test_docs_pages_work_offline(client):
+    """/docs and /redoc load their scripts, styles and icon from this server, never a CDN, and each
+    of them is served."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200
+        urls = set(re.findall(r"""(?:src|href|spec-url)=["']([^"']+)["']""", html.text))
+        urls |= set(re.findall(r"""url:\s*['"]([^'"]+)['"]""", html.text))  # the spec Swagger UI fetches
+        assert urls and "/openapi.json" in urls, html.text
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url}"
+            assert client.get(url).status_code == 200, url
+        assert not re.search(r"https?://", html.text.replace("http://www.w3.org", "")), html.text
+
+
+def send_partial_body(url: str) -> socket.socket:
+    """Open a connection and send a request's headers and 10 of the 100 bytes its body declares."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"task\": \"")
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_a_stalled_body_is_answered_408_and_its_connection_closed(predictor):
+    app = create_app(predictor, Limits(read_timeout_s=0.5))
+    with serve_in_thread(app) as url:
+        start = time.monotonic()
+        socks = [send_partial_body(url) for _ in range(20)]
+        answers = [read_until_closed(s) for s in socks]  # recv returns b"" once the server closes
+        took = time.monotonic() - start
+        for s in socks:
+            s.close()
+        assert all(a.startswith(b"HTTP/1.1 408 ") and b"within 0.5 s" in a for a in answers), answers[0]
+        assert took < 10, took
+        # a body that arrives in parts, in time, is still read whole
+        r = httpx.post(f"{url}/predict", content=iter([b'{"task": "sent", ', b'"inputs": ["great"]}']),
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
 
 
 def test_body_limit_with_and_without_content_length(client):
@@ -198,7 +292,7 @@ def test_concurrent_requests_are_batched_and_answered_to_their_senders(predictor
             jobs = [c.post("/predict", json={"task": "sent", "inputs": [t], "probas": True}) for t in sent_texts]
             jobs += [c.post("/predict", json={"task": "ner", "inputs": [t]}) for t in ner_texts]
             jobs += [c.post("/predict/all", json={"texts": [t], "probas": True}) for t in ner_texts]
-            jobs.append(c.post("/predict", json={"task": "sent", "inputs": ["fine", ""]}))  # a bad one among them
+            jobs.append(c.post("/predict", json={"task": "sent", "inputs": ["fine", {"text_pair": "x"}]}))  # a bad one among them
             return await asyncio.gather(*jobs)
 
     responses = asyncio.run(main())
@@ -311,7 +405,8 @@ def test_mtbert_serve_command(onnx_dir):  # noqa: F811
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mtbert", "serve", str(onnx_dir), "--engine", "onnx",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+                             "--port", str(port), "--read-timeout", "1.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -325,6 +420,8 @@ def test_mtbert_serve_command(onnx_dir):  # noqa: F811
         assert health["engine"] == "onnx"
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"task": "sent", "inputs": ["great fun"]})
         assert r.json()["predictions"][0]["label"] in ("neg", "pos")
+        with send_partial_body(f"http://127.0.0.1:{port}") as sock:  # --read-timeout reaches the server
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)

@@ -337,8 +337,10 @@ def cmd_serve(args) -> int:
             raise UserError(f"{flag} {value}: give 1 or more")
     if args.max_wait_ms < 0:
         raise UserError(f"--max-wait-ms {args.max_wait_ms}: give 0 or more milliseconds")
+    if not 0 < args.read_timeout < float("inf"):
+        raise UserError(f"--read-timeout {args.read_timeout:g}: give a number of seconds above 0")
     limits = Limits(max_inputs=args.max_inputs, max_chars=args.max_chars, batch_size=args.max_batch,
-                    max_wait_ms=args.max_wait_ms)
+                    max_wait_ms=args.max_wait_ms, read_timeout_s=args.read_timeout)
     serve(load_predictor(args.run_dir, args.engine, precision=args.precision), host=args.host, port=args.port,
           limits=limits)
     return 0
@@ -430,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a request waits for others to share its model call")
     s.add_argument("--max-inputs", type=int, default=64, help="inputs per request (413 beyond)")
     s.add_argument("--max-chars", type=int, default=10_000, help="characters per input (422 beyond)")
+    s.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a request's body may take to arrive (408 and the connection closed beyond; "
+                        "default 10)")
     s.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export", help="export a trained model (encoder and every head) as one ONNX graph")

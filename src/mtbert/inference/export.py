@@ -1,8 +1,10 @@
 """ONNX export: the encoder and every head as one graph, with what a predictor needs saved beside it.
 
     out_dir/
-      model.onnx       inputs input_ids, attention_mask, token_type_ids: (batch, group, sequence) int64;
-                       one output per task, named after it (see `OUTPUTS`)
+      model.onnx       inputs input_ids, attention_mask and, for encoders that read token types (BERT,
+                       RoBERTa, ELECTRA; not DistilBERT, ModernBERT, DeBERTa-v2 without type embeddings),
+                       token_type_ids: (batch, group, sequence) int64; one output per task, named after it
+                       (see `OUTPUTS`); manifest.json lists the inputs the graph takes
       manifest.json    the graph's inputs and outputs, opset, quantisation, the parity measured at export
       tokenizer.json   the run's fast tokenizer (plus the Hugging Face tokenizer files)
       labels.json      label vocabularies per task
@@ -16,6 +18,7 @@ output is meaningful for the layout of its own task's inputs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -34,7 +37,7 @@ from mtbert.rundir import load_model, model_dir
 log = logging.getLogger("mtbert")
 
 OPSET = 17  # LayerNormalization is one op from 17 on; onnxruntime >= 1.14 runs it
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # every input a graph may take, in this order
 OUTPUTS = {
     "classification": ("batch, labels", "probabilities"),
     "regression": ("batch", "score"),
@@ -50,17 +53,23 @@ INT8_SCHEME = ("onnxruntime MatMulNBits, 8 bits, blocks of 32, accuracy level 4 
 class ExportGraph(nn.Module):
     """MultiTaskModel.forward_heads for every task at once, on grouped inputs, with the heads' own
     probability functions applied (softmax, or the sigmoid of a `bce` classifier) so that a consumer
-    needs no knowledge of how each head was trained."""
+    needs no knowledge of how each head was trained.
+
+    Its inputs are `graph_inputs(model)`, in that order: an encoder without token types gets none, so
+    the graph has no input that nothing reads."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.inputs = graph_inputs(model)
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, *tensors):
+        named = dict(zip(self.inputs, tensors, strict=True))
+        input_ids = named["input_ids"]
         batch, group = input_ids.shape[0], input_ids.shape[1]
-        flat = [t.reshape(-1, t.shape[-1]) for t in (input_ids, attention_mask, token_type_ids)]
-        hidden, pooled = self.model.encode(*flat)
-        mask = flat[1]
+        flat = {k: t.reshape(-1, t.shape[-1]) for k, t in named.items()}
+        hidden, pooled = self.model.encode(flat["input_ids"], flat["attention_mask"], flat.get("token_type_ids"))
+        mask = flat["attention_mask"]
 
         def first_and_last(t):
             # a separately encoded pair is (text, text_pair): the first and last member of a group of
@@ -83,6 +92,17 @@ class ExportGraph(nn.Module):
         return tuple(outputs)
 
 
+def graph_inputs(model) -> tuple[str, ...]:
+    """The inputs the exported graph takes: token_type_ids only for an encoder that reads them (its
+    forward takes them and it has a token type embedding). DistilBERT and ModernBERT take none, and
+    DeBERTa-v2 has no type embedding unless its config asks for one; the tracer would drop such an
+    input from the graph, and a consumer feeding it would be refused."""
+    encoder = model.encoder
+    takes = "token_type_ids" in inspect.signature(encoder.forward).parameters
+    has_embedding = getattr(encoder.config, "type_vocab_size", 0) > 0
+    return INPUTS if takes and has_embedding else INPUTS[:2]
+
+
 def sample_inputs(tokenizer, batch: int = 2, group: int = 2) -> dict[str, torch.Tensor]:
     """Grouped inputs of real tokens for tracing and for the parity check. No axis has size 1, so the
     tracer cannot take a dynamic axis for a constant; and the texts differ in length, so there is
@@ -95,8 +115,9 @@ def sample_inputs(tokenizer, batch: int = 2, group: int = 2) -> dict[str, torch.
 
 
 def _export_graph(graph: ExportGraph, tokenizer, path: Path, tasks: list[str]) -> None:
-    axes = {name: {0: "batch", 1: "group", 2: "sequence"} for name in INPUTS}
-    args = tuple(sample_inputs(tokenizer).values())
+    axes = {name: {0: "batch", 1: "group", 2: "sequence"} for name in graph.inputs}
+    sample = sample_inputs(tokenizer)
+    args = tuple(sample[name] for name in graph.inputs)
     # the TorchScript exporter (dynamo=False): one trace, no onnxscript, and it keeps the dynamic
     # axes that the heads' reshapes depend on. It is deprecated, not gone, in torch 2.13. Its other
     # warnings are about Python branches in transformers' mask code that are constant for an encoder
@@ -106,7 +127,7 @@ def _export_graph(graph: ExportGraph, tokenizer, path: Path, tasks: list[str]) -
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-        torch.onnx.export(graph, args, str(path), dynamo=False, input_names=list(INPUTS), output_names=tasks,
+        torch.onnx.export(graph, args, str(path), dynamo=False, input_names=list(graph.inputs), output_names=tasks,
                           dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
 
 
@@ -118,7 +139,7 @@ def _max_abs_diff(graph: ExportGraph, tokenizer, path: Path) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for batch, group in ((3, 1), (2, 3)):
-        inputs = sample_inputs(tokenizer, batch, group)
+        inputs = {k: v for k, v in sample_inputs(tokenizer, batch, group).items() if k in graph.inputs}
         with torch.no_grad():
             expected = graph(*inputs.values())
         got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
@@ -131,12 +152,13 @@ def _kept_in_fp32(path: Path) -> list[str]:
     """The MatMuls left in fp32: every layer's feed-forward output projection. Its input is the GELU
     output, whose few large values make even per-block int8 lose the small ones; on the five-task
     example quantising it flipped RTE labels that keeping it saved (benchmarks/int8_agreement.py).
-    Names as the export writes them: HF's /layer.N/output/dense/, our minBERT's /layers.N/ffn_out/."""
+    Names as the export writes them: BERT's (and RoBERTa's, ELECTRA's, DeBERTa's) /layer.N/output/dense/,
+    DistilBERT's /layer.N/ffn/lin2/, ModernBERT's /layers.N/mlp/Wo/, our minBERT's /layers.N/ffn_out/."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return [node.name for node in graph.node if node.op_type == "MatMul" and re.search(
-        r"/layers?\.\d+.*(/ffn_out/|(?<!/attention)/output/dense/)", node.name)]
+        r"/layers?\.\d+.*(/ffn_out/|/ffn/lin2/|/mlp/Wo/|(?<!/attention)/output/dense/)", node.name)]
 
 
 def _quantize_int8(src: Path, dst: Path) -> None:
@@ -211,7 +233,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
             "quantization": quantize,
             "quantization_scheme": INT8_SCHEME if quantize else None,
             "pad_token_id": tokenizer.pad_token_id or 0,
-            "inputs": {name: "int64 (batch, group, sequence)" for name in INPUTS},
+            "inputs": {name: "int64 (batch, group, sequence)" for name in graph.inputs},
             "outputs": {t: {"type": cfg.tasks[t].type, "shape": OUTPUTS[cfg.tasks[t].type][0],
                             "values": OUTPUTS[cfg.tasks[t].type][1]} for t in tasks},
             "parity": parity,

@@ -68,6 +68,8 @@ class OnnxPredictor(PredictorBase):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
+        # the graph's own inputs: token_type_ids only for an encoder that reads them (export.graph_inputs)
+        self.inputs = [i.name for i in self.session.get_inputs()]
         missing = [t for t in self.cfg.tasks if t not in self.outputs]
         if missing:
             raise UserError(f"{self.path}: model.onnx has no output for task(s) {', '.join(missing)}; export it again")
@@ -120,7 +122,8 @@ class OnnxPredictor(PredictorBase):
                 ids[i, g, :len(row)] = row
                 types[i, g, :len(row)] = trow
                 mask[i, g, :len(row)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: feed[name] for name in self.inputs}
 
     def _run(self, tasks: list[str], feats: list[_Encoded]) -> dict[str, list[np.ndarray]]:
         """Every task's output per input, in input order; batches sorted and cut by length (less padding)."""

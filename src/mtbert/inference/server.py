@@ -6,11 +6,13 @@
     POST /predict      one task, a list of inputs
     POST /predict/all  texts; every single-text head from one encoder pass
     POST /model        DeepPavlov's riseapi shape: {"x_<task>": [...], ...}; GET /api its argument names
-    GET  /docs         OpenAPI (Swagger UI)
+    GET  /docs         OpenAPI (Swagger UI; /redoc ReDoc), its scripts served from here: works offline
 
 Requests never name files, and nothing a client sends can make it answer 500: a wrong input is a 422
-with the predictor's one-line message, an unknown task a 404 listing the tasks, and a request over the
-limits a 413 or 422 saying which limit.
+with the predictor's one-line message, an unknown task a 404 listing the tasks, a request over the
+limits a 413 or 422 saying which limit, and a body that does not arrive in time a 408. What the OpenAPI
+schema refuses, the server refuses (422); what it accepts is refused only for reasons a schema cannot
+see (the task's fields, the limits).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time, and the
@@ -24,12 +26,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi_offline import FastAPIOffline
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtbert.errors import UserError
@@ -48,19 +52,48 @@ class Limits:
     max_body_bytes: int = 1 << 20  # request body (413 beyond)
     batch_size: int = 32  # inputs per model call when requests are batched together
     max_wait_ms: float = 5.0  # how long a request waits for others to share its model call
+    read_timeout_s: float = 10.0  # how long a request's body may take to arrive (408 and closed beyond)
 
 
 # --- request and response models
+
+# The schema says what the predictor refuses whatever the task, so a client (or schemathesis) learns
+# it from the spec: a text field is never empty, predict_all's texts hold a word, probas is a JSON
+# boolean (pydantic's lax mode would take "yes" or 1, which the schema calls invalid). The string
+# rules are checks after pydantic's plain `str` plus their JSON Schema: pydantic's own string
+# constraints refuse a lone surrogate with a message of their own, before check_unicode can say
+# where it is.
+# a character str.split() keeps: not Unicode white space, nor the ASCII separators \x1c-\x1f Python
+# also splits on; predict_all splits its texts into words and refuses a text with none
+HAS_WORD = r"[^\s\x1c-\x1f]"
+
+
+def _not_empty(text: str) -> str:
+    if not text:
+        raise PydanticCustomError("empty_text", "expected a non-empty string")
+    return text
+
+
+def _has_word(text: str) -> str:
+    if not text.split():  # the schema's pattern, said in the predictor's words
+        raise PydanticCustomError("no_words", "expected a non-empty text")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_not_empty), Field(json_schema_extra={"minLength": 1})]
+Words = Annotated[str, AfterValidator(_has_word), Field(json_schema_extra={"pattern": HAS_WORD})]
+Probas = Annotated[bool, Field(strict=True, description="add class (or choice) probabilities")]
+
 
 class Input(BaseModel):
     """One input: the fields its task needs (see GET /tasks)."""
 
     model_config = ConfigDict(extra="forbid")
-    text: str | None = None
-    text_pair: str | None = None
-    question: str | None = None
-    choices: list[str] | None = None
-    tokens: list[str] | None = None
+    text: Text | None = None
+    text_pair: Text | None = None
+    question: Text | None = None
+    choices: list[str] | None = Field(None, min_length=1)
+    tokens: list[str] | None = Field(None, min_length=1)
 
 
 class PredictRequest(BaseModel):
@@ -69,8 +102,8 @@ class PredictRequest(BaseModel):
         {"task": "rte", "inputs": [{"text": "A man is walking.", "text_pair": "A person moves."}]},
     ]})
     task: str
-    inputs: list[str | Input] = Field(min_length=1, description="a bare string is the text")
-    probas: bool = Field(False, description="add class (or choice) probabilities")
+    inputs: list[Text | Input] = Field(min_length=1, description="a bare string is the text")
+    probas: Probas = False
 
 
 class Prediction(BaseModel):
@@ -87,9 +120,9 @@ class PredictResponse(BaseModel):
 class PredictAllRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"texts": ["John lives in Paris and loves it"], "probas": True}]})
-    texts: list[str] = Field(min_length=1, description="split on whitespace into words")
+    texts: list[Words] = Field(min_length=1, description="split on whitespace into words (at least one)")
     tasks: list[str] | None = Field(None, description="default: every task that takes a single text")
-    probas: bool = False
+    probas: Probas = False
 
 
 class PredictAllResponse(BaseModel):
@@ -125,11 +158,13 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS = {404: {"model": ErrorResponse, "description": "unknown task"},
+          408: {"model": ErrorResponse, "description": "the body did not arrive within the read timeout"},
           413: {"model": ErrorResponse, "description": "too many inputs, or body too large"},
           422: {"model": ErrorResponse, "description": "malformed request or input"}}
 
-RiseItem = str | Input | list[str | list[str]]
-UNION_TAGS = {"str", "Input", "list[str]", "list[union[str,list[str]]]"}  # pydantic's names for the members
+RiseItem = Text | Input | list[str | list[str]]
+# pydantic's names for the members of a union
+UNION_TAGS = {"str", "function-after[_not_empty(), str]", "Input", "list[str]", "list[union[str,list[str]]]"}
 
 
 class _HTTPError(Exception):
@@ -230,10 +265,12 @@ def create_app(predictor, limits: Limits | None = None) -> FastAPI:
         yield
         await batcher.close()
 
-    app = FastAPI(title="mtbert", version=_version(), lifespan=lifespan,
-                  description="Multi-task BERT: every task of one trained model, from one encoder.")
+    # FastAPI's own /docs and /redoc load their scripts from a CDN; fastapi-offline's serve the copies
+    # it ships (Swagger UI 5, which reads OpenAPI 3.1), so the pages work without internet access
+    app = FastAPIOffline(title="mtbert", version=_version(), lifespan=lifespan,
+                         description="Multi-task BERT: every task of one trained model, from one encoder.")
     app.state.batcher = batcher
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, read_timeout=limits.read_timeout_s)
 
     @app.exception_handler(_HTTPError)
     async def http_error(_request: Request, err: _HTTPError):
@@ -368,29 +405,32 @@ def _version() -> str:
 
 
 class BodyLimit:
-    """ASGI middleware: a body over `max_bytes` is answered 413 before the app reads any of it. The body
-    is read here (it is small by definition) and handed on whole."""
+    """ASGI middleware: a body over `max_bytes` is answered 413 before the app reads any of it, and one
+    that has not arrived whole `read_timeout` seconds after its headers is answered 408 and its
+    connection closed: uvicorn itself waits for a stalled body for ever, so a few clients that send
+    half a body would each hold a connection open. The body is read here (it is small by definition)
+    and handed on whole."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, read_timeout: float):
+        self.app, self.max_bytes, self.read_timeout = app, max_bytes, read_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._too_large(send)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._too_large(send)
-            more = message.get("more_body", False)
-        body, sent = b"".join(chunks), False
+            return await self._refuse(send, 413, f"request body over {self.max_bytes} bytes")
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                body = await self._read(receive)
+        except _TooLarge:
+            return await self._refuse(send, 413, f"request body over {self.max_bytes} bytes")
+        except TimeoutError:
+            return await self._refuse(send, 408, f"the request body did not arrive within {self.read_timeout:g} s; "
+                                                 "send it whole, without pauses")
+        if body is None:  # the client went away
+            return None
+        sent = False
 
         async def replay():
             nonlocal sent
@@ -401,19 +441,42 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _too_large(self, send):
-        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+    async def _read(self, receive) -> bytes | None:
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                raise _TooLarge
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _refuse(self, send, status: int, detail: str):
+        # Connection: close, since the rest of the body may still come: the server must not read it as
+        # the next request
+        response = JSONResponse({"detail": detail}, status_code=status, headers={"connection": "close"})
         await response({"type": "http"}, None, send)
 
 
+class _TooLarge(Exception):
+    pass
+
+
 # --- running it
+
+KEEP_ALIVE_S = 5  # uvicorn's default, said here so that it is not left to a version of uvicorn
 
 def serve(predictor, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: reachable from other machines, and the API has no authentication", host)
-    uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info")
+    # an idle keep-alive connection is closed after KEEP_ALIVE_S; a stalled body by BodyLimit
+    uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info",
+                timeout_keep_alive=KEEP_ALIVE_S)
 
 
 @contextlib.contextmanager
