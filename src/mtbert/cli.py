@@ -176,16 +176,10 @@ def _trusted_metrics(task: str, metrics: list[str], allow_custom: bool) -> list[
     return metrics
 
 
-def _batch_size(value: int | None) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"--batch-size {value}: give 1 or more")
-
-
 def cmd_evaluate(args) -> int:
     from mtbert.inference.predictor import Predictor
     from mtbert.training.report import results_table
 
-    _batch_size(args.batch_size)
     predictor = Predictor(args.run_dir, precision=args.precision)
     cfg = predictor.cfg
     overrides = _parse_data(args.data, cfg.tasks)
@@ -275,7 +269,6 @@ def cmd_predict(args) -> int:
     from mtbert.inference.engines import load_predictor
     from mtbert.io import atomic_write
 
-    _batch_size(args.batch_size)
     predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size, precision=args.precision)
     if args.all:
         return cmd_predict_all(predictor, args)
