@@ -27,7 +27,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
-GROUPS = {"config": "Config", "data": "Data", "cli": "Command line", "security": "Security"}
+GROUPS = {"config": "Config", "data": "Data", "cli": "Command line", "eval": "Evaluate and predict",
+          "security": "Security"}
 UNDEFINED = "MTBERT_BAD_INPUT_UNDEFINED"
 
 
@@ -231,6 +232,15 @@ def pickled_encoder_setup(env: Env) -> list[str]:
     encoder = run / "model" / "encoder"
     (encoder / "model.safetensors").unlink()
     torch.save({"embeddings.word_embeddings.weight": Payload(env.tmp / "pwned")}, encoder / "pytorch_model.bin")
+    (env.tmp / "in.jsonl").write_text('{"text": "good film"}\n')
+    return ["predict", str(run), "--task", "sent", "--input", str(env.tmp / "in.jsonl")]
+
+
+def missing_tokenizer_setup(env: Env) -> list[str]:
+    """Without tokenizer.json, transformers builds a tokenizer of 5 special tokens from config.json."""
+    run = env.copy_run()
+    for name in ("tokenizer.json", "vocab.txt"):
+        (run / "model" / "encoder" / name).unlink(missing_ok=True)
     (env.tmp / "in.jsonl").write_text('{"text": "good film"}\n')
     return ["predict", str(run), "--task", "sent", "--input", str(env.tmp / "in.jsonl")]
 
@@ -505,6 +515,20 @@ CASES = [
     Case("cli-serve-read-timeout-zero", "cli", "`serve --read-timeout 0`", "mtbert serve RUN --read-timeout 0",
          lambda env: ["serve", str(env.trained_run()), "--read-timeout", "0"],
          ERR + "--read-timeout 0: give a number of seconds above 0", 2),
+    # ------------------------------------------------ evaluate and predict: the run's precision, its tokenizer
+    Case("eval-missing-tokenizer", "eval", "run dir whose `model/encoder` lost its tokenizer files",
+         "mtbert predict RUN --task sent --input in.jsonl", missing_tokenizer_setup,
+         ERR + "<run>/model/encoder: no tokenizer vocabulary (tokenizer.json or vocab.txt is missing), so every "
+         "word would be [UNK]; put back the tokenizer files of the backbone it was trained from: "
+         "AutoTokenizer.from_pretrained('…').save_pretrained('<run>/model/encoder')", 2),
+    Case("eval-precision-fp16-cpu", "eval", "`--precision fp16` without a GPU", "mtbert evaluate RUN --precision fp16",
+         lambda env: ["evaluate", str(env.trained_run()), "--precision", "fp16"],
+         ERR + "--precision: fp16 needs a CUDA GPU (this run is on the CPU); use bf16, fp32 or auto", 2),
+    Case("eval-precision-onnx", "eval", "`--precision` with the onnx engine",
+         "mtbert predict RUN --engine onnx --precision bf16",
+         lambda env: ["predict", str(env.trained_run()), "--engine", "onnx", "--precision", "bf16"],
+         ERR + "--precision bf16: the onnx engine runs the bundle as exported (fp32 or int8); drop --precision, "
+         "or use --engine torch", 2),
     # ------------------------------------------------ security
     Case("security-pickled-encoder", "security",
          "run dir whose encoder is a (malicious) pickled `pytorch_model.bin` instead of `model.safetensors`",

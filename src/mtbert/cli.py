@@ -74,8 +74,8 @@ def cmd_train(args) -> int:
     if "test" in targets:  # DeepPavlov's evaluation_targets
         with_test = [name for name, task in cfg.tasks.items() if task.test is not None]
         if with_test:
-            cmd_evaluate(argparse.Namespace(run_dir=str(run_dir), split="test", data=[], task=with_test, batch_size=64,
-                                            custom_metrics=True))  # the config the user just trained with
+            cmd_evaluate(argparse.Namespace(run_dir=str(run_dir), split="test", data=[], task=with_test, batch_size=None,
+                                            precision="auto", custom_metrics=True))  # the config just trained with
         else:
             log.warning("evaluation_targets names test, but no task has a test split; evaluated on dev only")
     return 0
@@ -183,35 +183,46 @@ def _trusted_metrics(task: str, metrics: list[str], allow_custom: bool) -> list[
 
 
 def cmd_evaluate(args) -> int:
-    from mtbert.data.features import encode
-    from mtbert.data.readers import read_split
-    from mtbert.evaluation.evaluate import predict_task, score_task
     from mtbert.inference.predictor import Predictor
     from mtbert.training.report import results_table
 
-    predictor = Predictor(args.run_dir, batch_size=args.batch_size)
+    predictor = Predictor(args.run_dir, precision=args.precision)
     cfg = predictor.cfg
     overrides = _parse_data(args.data, cfg.tasks)
-    tasks = args.task or list(cfg.tasks)
+    scores, primary = evaluate_split(predictor, args.split, args.task or list(cfg.tasks), overrides,
+                                     args.custom_metrics, args.batch_size)
+    print(results_table(scores, primary, types={n: cfg.tasks[n].type for n in scores}))
+    return 0
+
+
+def evaluate_split(predictor, split: str, tasks: list[str], overrides: dict[str, str], custom_metrics: bool,
+                   batch_size: int | None = None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """({task: {metric: score}}, {task: primary metric}) on the split, computed as training computed its dev
+    scores: same precision (the predictor's), same batches (training's eval_batch_size unless given)."""
+    from mtbert.data.features import encode
+    from mtbert.data.readers import read_split
+    from mtbert.evaluation.evaluate import predict_task, score_task
+
+    cfg = predictor.cfg
+    batch_size = batch_size or cfg.training.eval_batch_size
     scores, primary = {}, {}
     for name in tasks:
         task = predictor._task(name)
-        if name not in overrides and getattr(task, args.split) is None:
-            log.warning("task %s: no %s split in the config; skipped (pass --data %s=PATH)", name, args.split, name)
+        if name not in overrides and getattr(task, split) is None:
+            log.warning("task %s: no %s split in the config; skipped (pass --data %s=PATH)", name, split, name)
             continue
-        examples = read_split(cfg, name, args.split, overrides.get(name))
+        examples = read_split(cfg, name, split, overrides.get(name))
         labels = predictor.labels.get(name)
         feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
                        pair_encoding=task.pair_encoding)
-        preds = predict_task(predictor.model, name, feats, args.batch_size, predictor.tokenizer.pad_token_id or 0,
+        preds = predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
                              labels, predictor.amp)
-        metrics = _trusted_metrics(name, task.metrics, args.custom_metrics)
+        metrics = _trusted_metrics(name, task.metrics, custom_metrics)
         scores[name] = score_task(task.type, metrics, examples, preds, labels)
         primary[name] = metrics[0]
     if not scores:
-        raise UserError(f"nothing to evaluate: no task has a {args.split} split; pass --data TASK=PATH")
-    print(results_table(scores, primary, types={n: cfg.tasks[n].type for n in scores}))
-    return 0
+        raise UserError(f"nothing to evaluate: no task has a {split} split; pass --data TASK=PATH")
+    return scores, primary
 
 
 MINBERT_HEADERS = {"classification": "Predicted_Sentiment", "pair": "Predicted_Is_Paraphrase",
@@ -264,7 +275,7 @@ def cmd_predict(args) -> int:
     from mtbert.inference.engines import load_predictor
     from mtbert.io import atomic_write
 
-    predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size)
+    predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size, precision=args.precision)
     if args.all:
         return cmd_predict_all(predictor, args)
     if args.split:
@@ -353,6 +364,11 @@ def cmd_export(args) -> int:
     return 0
 
 
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+PRECISION_HELP = ("torch engine: auto (default) is the precision the run's dev scores were computed with in "
+                  "training, so evaluate reproduces report.md; fp16 needs a GPU")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
     p.add_argument("--version", action="version", version=f"mtbert {__version__}")
@@ -376,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["dev", "test"], default="dev")
     e.add_argument("--data", action="append", default=[], metavar="TASK=PATH", help="evaluate TASK on this file")
     e.add_argument("--task", action="append", help="only this task (repeatable)")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--batch-size", type=int, help="default: training's eval_batch_size (the same batches, "
+                   "so the same scores)")
+    e.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     e.add_argument("--custom-metrics", action="store_true",
                    help="run the run dir's module:function metrics (they import and run code it names)")
     e.set_defaults(func=cmd_evaluate)
@@ -397,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --all: keep the answers already in --output and predict only the rest")
     r.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                    help="onnx: run the bundle of mtbert export (RUN_DIR/onnx, or its folder) with onnxruntime")
+    r.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     r.set_defaults(func=cmd_predict)
 
     v = sub.add_parser("convert", help="convert a DeepPavlov multitask config to an mtbert config")
@@ -425,8 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                    help="onnx: run the bundle of mtbert export (RUN_DIR/onnx, or its folder) with onnxruntime")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="torch engine: auto is bf16 where the CPU or GPU supports it")
+    s.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     s.add_argument("--max-batch", type=int, default=32, help="inputs per model call when requests are micro-batched")
     s.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model call")

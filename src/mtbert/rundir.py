@@ -9,7 +9,9 @@
         encoder/         HF save_pretrained: config.json, model.safetensors, tokenizer files
         heads.safetensors
         labels.json      label vocabularies per task
-        config.yaml      the config again, so model/ alone is enough to predict
+        config.yaml      the config again, so model/ alone is enough to predict; its training.precision
+                         is the one the dev scores were computed with (`auto` resolved), which
+                         evaluate and predict use by default
 
 `model/` is written as one unit, so a crash leaves the previous checkpoint or the new one.
 """
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -34,22 +37,29 @@ from mtbert.modeling.model import MultiTaskModel
 MODEL = "model"
 
 
-def config_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.dump(), sort_keys=False, allow_unicode=True)
+def config_yaml(cfg: Config, precision: str | None = None) -> str:
+    """The config as YAML; with `precision`, training.precision says the one training evaluated with."""
+    raw = cfg.dump()
+    if precision is not None:
+        raw["training"]["precision"] = precision
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:
     atomic_write_text(run_dir / "config.yaml", config_yaml(cfg))
 
 
-def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, labels: dict) -> None:
+def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, labels: dict,
+               precision: str | None = None) -> None:
+    """`precision`: what the dev scores of this model were computed with (fp32, bf16, fp16), recorded so
+    that evaluate and predict reproduce them."""
     def write(tmp: Path) -> None:
         model.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "encoder")
         state = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
         save_file(state, tmp / "heads.safetensors")
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False), encoding="utf-8")
-        (tmp / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
+        (tmp / "config.yaml").write_text(config_yaml(cfg, precision), encoding="utf-8")
 
     try:
         atomic_write_dir(run_dir / MODEL, write)
@@ -84,6 +94,7 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
         cfg.backbone_impl = backbone_impl
     encoder = load_saved_encoder(path / "encoder", cfg.backbone_impl)
     tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
+    check_vocabulary(tokenizer, path / "encoder", cfg.backbone)
     hidden = encoder.config.hidden_size
     heads = {name: build_head(task, hidden, labels.get(name)) for name, task in cfg.tasks.items()}
     model = MultiTaskModel(encoder, heads, {n: t.type for n, t in cfg.tasks.items()})
@@ -96,3 +107,28 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
         head.load_state_dict(head_state)
     model.eval()
     return cfg, model, tokenizer, labels
+
+
+def check_vocabulary(tokenizer, folder: Path, backbone: str) -> None:
+    """Without its vocabulary file (tokenizer.json, vocab.txt...) transformers still builds a tokenizer
+    from the encoder's config.json: one that knows only its special tokens, so every word is [UNK] and
+    every prediction garbage."""
+    if len(tokenizer) > len(set(tokenizer.all_special_ids)):
+        return
+    raise UserError(f"{folder}: no tokenizer vocabulary (tokenizer.json or vocab.txt is missing), so every word "
+                    f"would be [UNK]; put back the tokenizer files of the backbone it was trained from: "
+                    f"AutoTokenizer.from_pretrained('{backbone}').save_pretrained('{folder}')")
+
+
+def recorded_precision(run_dir: str | Path, cfg: Config) -> str | None:
+    """The precision the run's dev scores were computed with: model/config.yaml's (fp32, bf16 or fp16 once
+    training resolved `auto`), or for a run dir written before that, the one report.md names; None if
+    neither says."""
+    if cfg.training.precision != "auto":
+        return cfg.training.precision
+    try:
+        report = (Path(run_dir) / "report.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.search(r"; precision: (fp32|bf16|fp16);", report)
+    return found.group(1) if found else None

@@ -616,9 +616,11 @@ class DeepPavlovModel:
         return values[0] if len(values) == 1 else values
 
 
-def build_model(config: str | Path | dict, run_dir: str | Path | None = None, batch_size: int = 64) -> DeepPavlovModel:
+def build_model(config: str | Path | dict, run_dir: str | Path | None = None, batch_size: int = 64,
+                precision: str = "auto") -> DeepPavlovModel:
     """DeepPavlov's build_model for a training or inference-only config: the trained run is read from
-    the multitask_transformer's load_path (or save_path), unless `run_dir` says otherwise."""
+    the multitask_transformer's load_path (or save_path), unless `run_dir` says otherwise. `precision`
+    'auto' is the one the run's dev scores were computed with (see `Predictor`)."""
     from mtbert.config import read_config_file
     from mtbert.inference.predictor import Predictor
 
@@ -630,5 +632,5 @@ def build_model(config: str | Path | dict, run_dir: str | Path | None = None, ba
     path = run_dir or chain.transformer.get("load_path") or chain.transformer.get("save_path")
     if not path:
         raise UserError(f"{source}: multitask_transformer has no load_path or save_path naming the trained run")
-    return DeepPavlovModel(Predictor(expand(str(path)), batch_size=batch_size), raw, source)
+    return DeepPavlovModel(Predictor(expand(str(path)), batch_size=batch_size, precision=precision), raw, source)
 

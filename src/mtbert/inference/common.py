@@ -6,8 +6,9 @@ answers and the same messages)."""
 from __future__ import annotations
 
 import json
+import reprlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -109,6 +110,15 @@ def results(spec: TaskConfig, labels: list[str] | None, preds: TaskPredictions, 
     return out
 
 
+def check_batch(inputs, call: str, as_list: str) -> None:
+    """The Python API takes a list of inputs. A string, a dict or bytes would be iterated as characters or
+    keys, each predicted as an input of its own: refuse them, naming the shape that was meant. `as_list`
+    is the call with the value put in a list ({} stands for it)."""
+    if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
+        raise TypeError(f"{call}: expected a list with one item per input, not a {type(inputs).__name__}; "
+                        f"for one input, put it in a list: {as_list.format(reprlib.repr(inputs))}")
+
+
 def read_jsonl(source: str) -> Iterator[tuple[int, object]]:
     """(line number, parsed JSON) per non-blank line of a JSON Lines file, or stdin for '-'."""
     if source == "-":
@@ -165,6 +175,7 @@ class PredictorBase:
         raise NotImplementedError
 
     def predict_raw(self, task: str, inputs: list) -> TaskPredictions:
+        check_batch(inputs, "predict(task, inputs)", f"predict({task!r}, [{{}}])")
         spec = self._task(task)
         return self.predict_examples(task, [to_example(task, spec, item, i) for i, item in enumerate(inputs, 1)])
 
@@ -186,6 +197,9 @@ class PredictorBase:
         The text is split on whitespace into words, which gives the sequence-labeling heads their word
         alignment and the sentence heads the same sub-tokens as plain tokenisation (BERT's pre-tokenizer
         splits on whitespace first), so the answers equal the per-task path."""
+        check_batch(texts, "predict_all(texts)", "predict_all([{}])")
+        if tasks is not None:
+            check_batch(tasks, "predict_all(texts, tasks)", "predict_all(texts, tasks=[{}])")
         shared = self.single_text_tasks()
         tasks = list(tasks) if tasks else shared
         for t in tasks:

@@ -8,13 +8,14 @@ from pathlib import Path
 from mtbert.data.features import encode
 from mtbert.evaluation.evaluate import predict_tasks
 from mtbert.inference.common import PredictorBase
-from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
-from mtbert.rundir import load_model
+from mtbert.modeling.precision import autocast, inference_precision, resolve_device
+from mtbert.rundir import load_model, recorded_precision
 
 
 class Predictor(PredictorBase):
-    """The PyTorch engine. `backbone_impl` loads the encoder with another implementation than it was
-    trained with (hf <-> minbert)."""
+    """The PyTorch engine. `precision` 'auto' is the one the run's dev scores were computed with in training
+    (see `modeling.precision.inference_precision`); fp32, bf16 or fp16 choose. `backbone_impl` loads the
+    encoder with another implementation than it was trained with (hf <-> minbert)."""
 
     engine = "torch"
 
@@ -24,7 +25,7 @@ class Predictor(PredictorBase):
         self.device = resolve_device(device)
         self.model.to(self.device)
         self.batch_size = batch_size
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = inference_precision(precision, recorded_precision(run_dir, self.cfg), self.device)
         self.amp = partial(autocast, self.precision, self.device)
 
     def _predict(self, tasks, examples, encode_as, max_length, pair_encoding):

@@ -125,7 +125,11 @@ class RegressionHead(Head):
         nn.init.constant_(self.out.bias, target_mean)
 
     def forward(self, hidden, pooler_output, mask, groups=1):
-        score = self.out(self.pooled(hidden, pooler_output, mask, groups)).squeeze(-1)
+        x = self.pooled(hidden, pooler_output, mask, groups)
+        # the score in fp32 under bf16/fp16 autocast too: bf16 steps by 0.016 between 2 and 4, so the scores
+        # of a whole dev set, close together, could round to one value (and Pearson to 0)
+        with torch.autocast(x.device.type, enabled=False):
+            score = self.out(x.float()).squeeze(-1)
         return F.relu(score) if self.relu else score
 
     def loss_terms(self, scores, labels, soft=None, gold_weight=1.0):

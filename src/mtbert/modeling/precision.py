@@ -18,15 +18,30 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, where: str = "training.precision") -> str:
     """'auto': bf16 where supported; on a GPU without bf16 (before Ampere) fp16, which needs a grad scaler."""
     if precision == "auto":
         if bf16_supported(device):
             return "bf16"
         return "fp16" if device.type == "cuda" else "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise UserError("training.precision: fp16 needs a CUDA GPU (this run is on the CPU); use bf16, fp32 or auto")
+        raise UserError(f"{where}: fp16 needs a CUDA GPU (this run is on the CPU); use bf16, fp32 or auto")
     return precision
+
+
+def inference_precision(requested: str, recorded: str | None, device: torch.device,
+                        where: str = "--precision") -> str:
+    """The precision to evaluate or predict a trained run with. 'auto' is the one the run was evaluated with
+    during training (`recorded`), so the scores are report.md's: a run trained in fp32 but evaluated in bf16
+    can lose its regression scores to bf16's rounding. fp16 off a GPU falls back to fp32. A run dir too old
+    to say (None) gets training's 'auto' on this device."""
+    if requested != "auto":
+        return resolve_precision(requested, device, where)
+    if recorded is None:
+        return resolve_precision("auto", device)
+    if recorded == "fp16" and device.type != "cuda":
+        return "fp32"
+    return recorded
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:

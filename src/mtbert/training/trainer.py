@@ -455,7 +455,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
         if target > state.best:
             state.best, state.best_eval, state.bad_evals = target, record, 0
             if main:
-                save_model(run_dir, model, tokenizer, cfg, labels)
+                save_model(run_dir, model, tokenizer, cfg, labels, precision)
         else:
             state.bad_evals += 1
         if t.lr_drop_patience:
@@ -553,7 +553,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
     if not main:
         return {"run_dir": str(run_dir), "steps": state.step, "best": state.best_eval}
     if not has_dev:
-        save_model(run_dir, model, tokenizer, cfg, labels)
+        save_model(run_dir, model, tokenizer, cfg, labels, precision)
     summary = {"run_dir": str(run_dir), "steps": state.step, "train_seconds": round(state.train_seconds, 1),
                "eval_seconds": round(state.eval_seconds, 1),
                "train_examples": sum(cfg.batch_size(n) * k for n, k in state.steps_per_task.items()) * accum,
