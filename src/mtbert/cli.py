@@ -196,7 +196,7 @@ def cmd_evaluate(args) -> int:
         examples = read_split(cfg, name, args.split, overrides.get(name))
         labels = predictor.labels.get(name)
         feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
-                       pair_encoding=task.pair_encoding)
+                       pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
         preds = predict_task(predictor.model, name, feats, args.batch_size, predictor.tokenizer.pad_token_id or 0,
                              labels, predictor.amp)
         metrics = _trusted_metrics(name, task.metrics, args.custom_metrics)

@@ -26,7 +26,8 @@ class Predictor(PredictorBase):
         self.batch_size = batch_size
         self.amp = partial(autocast, resolve_precision(precision, self.device), self.device)
 
-    def _predict(self, tasks, examples, encode_as, max_length, pair_encoding):
-        feats = encode(encode_as, examples, self.tokenizer, max_length, with_labels=False, pair_encoding=pair_encoding)
+    def _predict(self, tasks, examples, encode_as, max_length, pair_encoding, stride=None, stitched=()):
+        feats = encode(encode_as, examples, self.tokenizer, max_length, with_labels=False, pair_encoding=pair_encoding,
+                       stride=stride)
         return predict_tasks(self.model, tasks, feats, self.batch_size, self.tokenizer.pad_token_id or 0,
-                             self.labels, self.amp)
+                             self.labels, self.amp, stitched=stitched)
