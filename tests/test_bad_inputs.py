@@ -399,6 +399,19 @@ CASES = [
          lambda env: train_with()(env) + ["--set", "training.lr=["],
          ERR + "--set 'training.lr=[': the value is not valid YAML (expected the node content, but found "
          "'<stream end>'); e.g. --set training.lr=3e-5 or --set 'tasks.t.metric=[accuracy, f1]'", 2),
+    Case("config-seqlab-long-text-not-tagging", "config", "`long_text` on a task that is not sequence labeling",
+         TRAIN, train_with_config(setting("tasks.sent.long_text", "window")),
+         ERR + CFG + "tasks.sent: long_text applies to sequence_labeling tasks, not classification; remove it", 2),
+    Case("config-seqlab-long-text-unknown", "config", "unknown `long_text` (`slide`)", TRAIN,
+         train_with_config(lambda raw: raw["tasks"].update(ner={**NER, "long_text": "slide"})),
+         ERR + CFG + "tasks.ner.long_text: Input should be 'window' or 'truncate' (got 'slide')", 2),
+    Case("config-seqlab-stride-too-long", "config", "`window_stride` as long as a window (`max_length: 32`)", TRAIN,
+         train_with_config(lambda raw: raw["tasks"].update(ner={**NER, "window_stride": 30})),
+         ERR + CFG + "tasks.ner.window_stride: 30 sub-tokens repeated per window, but a window holds 30 (max_length "
+         "32 less 2 special tokens); give a smaller stride, e.g. 16", 2),
+    Case("config-seqlab-stride-with-truncate", "config", "`window_stride` with `long_text: truncate`", TRAIN,
+         train_with_config(lambda raw: raw["tasks"].update(ner={**NER, "long_text": "truncate", "window_stride": 8})),
+         ERR + CFG + "tasks.ner: window_stride applies to long_text 'window', not 'truncate'; remove one of them", 2),
     # ------------------------------------------------ data
     Case("data-empty-file", "data", "empty file", TRAIN, train_with(files={"train.tsv": ""}),
          ERR + "<data>/train.tsv: empty file; expected a header row and data", 2),

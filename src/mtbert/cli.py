@@ -214,7 +214,7 @@ def evaluate_split(predictor, split: str, tasks: list[str], overrides: dict[str,
         examples = read_split(cfg, name, split, overrides.get(name))
         labels = predictor.labels.get(name)
         feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
-                       pair_encoding=task.pair_encoding)
+                       pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
         preds = predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
                              labels, predictor.amp)
         metrics = _trusted_metrics(name, task.metrics, custom_metrics)

@@ -91,6 +91,11 @@ class TaskConfig(_Strict):
     max_length: Annotated[int, Field(gt=8)] | None = None
     length_grouping: bool | None = None  # None: training.length_grouping
     teacher: str | None = None  # a finished run dir trained on this task: distil from it (training/distill.py)
+    # sequence labeling, a text longer than max_length: tag it in overlapping windows (every word gets
+    # its own tag) or only its first max_length sub-tokens (the words after them get 'O')
+    # (None: 'window' for sequence labeling; other task types read the first max_length sub-tokens)
+    long_text: Literal["window", "truncate"] | None = None
+    window_stride: Annotated[int, Field(gt=0)] | None = None  # sub-tokens a window repeats; None: max_length // 2
 
     @field_validator("metric")
     @classmethod
@@ -133,6 +138,14 @@ class TaskConfig(_Strict):
             raise ValueError(f"loss 'bce' is for two-class classification, not {self.type}")
         if self.output_activation != "none" and self.type != "regression":
             raise ValueError(f"output_activation applies to regression tasks, not {self.type}")
+        if self.type != "sequence_labeling":
+            for key in ("long_text", "window_stride"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to sequence_labeling tasks, not {self.type}; remove it")
+        elif self.long_text is None:
+            self.long_text = "window"
+        if self.window_stride is not None and self.long_text == "truncate":
+            raise ValueError("window_stride applies to long_text 'window', not 'truncate'; remove one of them")
         if self.format == "hf" and not self.hf_path:
             raise ValueError("format 'hf' needs hf_path, the dataset's hub name or local folder (e.g. hf_path: glue)")
         if self.format != "hf" and not (self.train or self.dev or self.test):
@@ -262,6 +275,17 @@ class Config(_Strict):
                     raise ValueError(f"training.target_metric '{target}': {err}") from None
         return self
 
+    @model_validator(mode="after")
+    def _stride_fits_a_window(self):
+        for name, task in self.tasks.items():
+            length = task.max_length or self.max_length
+            # a window holds max_length sub-tokens less [CLS] and [SEP]; repeating all of them would never advance
+            if task.window_stride is not None and task.window_stride >= length - 2:
+                raise ValueError(f"tasks.{name}.window_stride: {task.window_stride} sub-tokens repeated per window, "
+                                 f"but a window holds {length - 2} (max_length {length} less 2 special tokens); "
+                                 f"give a smaller stride, e.g. {length // 2}")
+        return self
+
     def data_path(self, relative: str) -> Path:
         return (Path(self.data_dir) / relative).resolve()
 
@@ -274,6 +298,15 @@ class Config(_Strict):
 
     def max_length_for(self, task: str) -> int:
         return self.tasks[task].max_length or self.max_length
+
+    def window_stride(self, task: str, max_length: int | None = None) -> int | None:
+        """Sub-tokens each window of a long text repeats from the one before (the tokenizers' `stride`),
+        or None when the task reads only the first `max_length` sub-tokens (`long_text: truncate`, and
+        every task other than sequence labeling). `max_length`: the windows' length, if not the task's."""
+        spec = self.tasks[task]
+        if spec.type != "sequence_labeling" or spec.long_text != "window":
+            return None
+        return spec.window_stride or (max_length or self.max_length_for(task)) // 2
 
     def dump(self) -> dict:
         # every key, nulls included: `clip_norm: null` must not come back as the default 1.0

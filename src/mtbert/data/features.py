@@ -2,7 +2,8 @@
 
 Tokenisation happens once, when a dataset is loaded; batches are padded only to their longest member.
 Sequence labels sit on the first sub-token of each word; other sub-tokens and padding get -100 so the
-loss ignores them.
+loss ignores them. For prediction, a text longer than max_length can be encoded as overlapping
+windows, one Feature each (`data.windows`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from mtbert.data.bucketing import length_batches
 from mtbert.data.readers import Example
+from mtbert.data.windows import Window
 from mtbert.errors import UserError
 
 IGNORE = -100
@@ -59,6 +61,8 @@ class Feature:
     # a teacher's target (distillation): class or choice probabilities, a score, or per-sub-token tag
     # probabilities (zeros where the label is IGNORE)
     soft: object = field(default=None, repr=False)
+    window: Window | None = None  # one window of a longer input (sequence labeling, `long_text: window`)
+    n_words: int | None = None  # sequence labeling: the input's word count, also those past max_length
 
     @property
     def length(self) -> int:
@@ -76,27 +80,15 @@ def _label_id(ex: Example, label: str, label_ids: dict[str, int], name: str) -> 
 
 def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
            labels: list[str] | None = None, name: str = "", with_labels: bool = True,
-           pair_encoding: str = "cross") -> list[Feature]:
+           pair_encoding: str = "cross", stride: int | None = None) -> list[Feature]:
     """Tokenise a whole split in one call of the fast tokenizer.
 
     Multiple choice and `pair_encoding: separate` give a group of sequences per example (one per choice,
-    or text and text_pair); everything else one sequence."""
+    or text and text_pair); everything else one sequence. Sequence labeling with a `stride` gives every
+    window of a text longer than max_length, each a Feature without labels (they are for prediction)."""
     label_ids = {label: i for i, label in enumerate(labels or [])}
     if task_type == "sequence_labeling":
-        enc = tokenizer([ex.tokens for ex in examples], is_split_into_words=True, truncation=True,
-                        max_length=max_length, return_token_type_ids=True)
-        feats = []
-        for i, ex in enumerate(examples):
-            word_ids = enc.word_ids(i)
-            tag_ids = None
-            if with_labels:
-                tag_ids, prev = [], None
-                for w in word_ids:
-                    first = w is not None and w != prev
-                    tag_ids.append(_label_id(ex, ex.label[w], label_ids, name) if first else IGNORE)
-                    prev = w
-            feats.append(Feature(enc["input_ids"][i], enc["token_type_ids"][i], tag_ids, word_ids))
-        return feats
+        return _encode_words(examples, tokenizer, max_length, label_ids if with_labels else None, name, stride)
     if task_type == "multiple_choice":
         n = len(examples[0].choices) if examples else 0
         odd = next((i for i, ex in enumerate(examples) if len(ex.choices) != n), None)
@@ -130,6 +122,32 @@ def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
     enc = tokenizer([ex.text for ex in examples], pairs, truncation=True, max_length=max_length,
                     return_token_type_ids=True)
     return [Feature(enc["input_ids"][i], enc["token_type_ids"][i], labels_of[i]) for i in range(len(examples))]
+
+
+def _encode_words(examples: list[Example], tokenizer, max_length: int, label_ids: dict[str, int] | None,
+                  name: str, stride: int | None) -> list[Feature]:
+    """Sequence labeling: words -> sub-tokens, the tag ids (with `label_ids`) on each word's first one."""
+    if label_ids is not None:
+        for ex in examples:  # every word's tag, also past max_length: evaluation scores every word
+            for tag in ex.label:
+                _label_id(ex, tag, label_ids, name)
+    windows = {"return_overflowing_tokens": True, "stride": stride} if stride is not None else {}
+    enc = tokenizer([ex.tokens for ex in examples], is_split_into_words=True, truncation=True,
+                    max_length=max_length, return_token_type_ids=True, **windows)
+    input_of = enc["overflow_to_sample_mapping"] if windows else range(len(examples))
+    feats = []
+    for r, i in enumerate(input_of):
+        ex, word_ids = examples[i], enc.word_ids(r)
+        tag_ids = None
+        if label_ids is not None and not windows:
+            tag_ids, prev = [], None
+            for w in word_ids:
+                first = w is not None and w != prev
+                tag_ids.append(label_ids[ex.label[w]] if first else IGNORE)
+                prev = w
+        feats.append(Feature(enc["input_ids"][r], enc["token_type_ids"][r], tag_ids, word_ids,
+                             Window(i, stride) if windows else None, len(ex.tokens)))
+    return feats
 
 
 def _pad(rows: list[list[int]], value: int, width: int) -> list[list[int]]:

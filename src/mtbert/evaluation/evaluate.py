@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import torch
 
 from mtbert.data.features import Feature, collate, sorted_batches
 from mtbert.data.readers import Example
-from mtbert.evaluation.decoding import TaskPredictions, decode
+from mtbert.evaluation.decoding import TaskPredictions, decode_rows
 from mtbert.evaluation.metrics import get_metric
 
 
@@ -48,15 +50,20 @@ def raw_outputs(model, tasks: list[str], feats: list[Feature], batch_size: int, 
 
 
 def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int,
-                  labels: dict[str, list[str] | None], amp, ranks=None) -> dict[str, TaskPredictions]:
-    """Predict several tasks that take the same input with one encoder pass per batch, in input order."""
+                  labels: dict[str, list[str] | None], amp, ranks=None,
+                  stitched: Collection[str] | None = None) -> dict[str, TaskPredictions]:
+    """Predict several tasks that take the same input with one encoder pass per batch, in input order.
+    Features that are windows of a long text (`encode(..., stride=)`) are put back together for the
+    tagging tasks in `stitched` (default: every task); the other tasks read each input's first window,
+    its truncated text."""
     outputs = raw_outputs(model, tasks, feats, batch_size, pad_id, amp, ranks)
-    word_ids = [f.word_ids for f in feats]
-    return {t: decode(model.task_types[t], outputs[t], word_ids, labels.get(t)) for t in tasks}
+    return {t: decode_rows(model.task_types[t], outputs[t], feats, labels.get(t), stitched is None or t in stitched)
+            for t in tasks}
 
 
 def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id: int,
                  labels: list[str] | None, amp, ranks=None) -> TaskPredictions:
+    """One task's predictions, one per input (a tagging task's windows put back together)."""
     return predict_tasks(model, [task], feats, batch_size, pad_id, {task: labels}, amp, ranks)[task]
 
 
@@ -73,8 +80,7 @@ def prediction_values(task_type: str, preds: TaskPredictions, examples: list[Exa
     if task_type == "classification":
         return preds.ids
     if task_type == "sequence_labeling":
-        # a sentence cut by max_length still counts its tail words, predicted as O
-        return [p + ["O"] * (len(ex.tokens) - len(p)) for p, ex in zip(preds.labels, examples, strict=True)]
+        return preds.labels  # one tag per word, as predict gives them (words cut by truncation are 'O')
     return np.array(preds.labels)
 
 

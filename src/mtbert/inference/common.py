@@ -15,7 +15,7 @@ import numpy as np
 from mtbert.config import TaskConfig
 from mtbert.data.readers import Example
 from mtbert.errors import UserError
-from mtbert.evaluation.decoding import TaskPredictions, decode  # noqa: F401  (re-exported for the engines)
+from mtbert.evaluation.decoding import TaskPredictions, decode, decode_rows  # noqa: F401  (re-exported for the engines)
 
 INPUT_FIELDS = {
     "classification": "text, and text_pair for pair tasks",
@@ -95,17 +95,24 @@ def words_of(texts: list, i0: int = 1) -> list[Example]:
     return examples
 
 
+def _per_label(labels: list[str], p: np.ndarray) -> dict[str, float]:
+    return dict(zip(labels, np.round(p.astype(float), 6).tolist(), strict=True))
+
+
 def results(spec: TaskConfig, labels: list[str] | None, preds: TaskPredictions, return_probas: bool) -> list[dict]:
-    """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request."""
+    """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request (for
+    tags: per word, {tag: p}, or None for a word the model did not see)."""
     out = []
     for i, label in enumerate(preds.labels):
         if spec.type == "regression":
             out.append({"score": label})
             continue
         row = {"label": label}
-        if return_probas and preds.probas is not None:
-            p = np.round(preds.probas[i].astype(float), 6)
-            row["probas"] = dict(zip(labels, p.tolist(), strict=True)) if spec.type == "classification" else p.tolist()
+        if return_probas and spec.type == "sequence_labeling":
+            row["probas"] = [None if p is None else _per_label(labels, p) for p in preds.probas[i]]
+        elif return_probas and preds.probas is not None:
+            row["probas"] = _per_label(labels, preds.probas[i]) if spec.type == "classification" else \
+                np.round(preds.probas[i].astype(float), 6).tolist()
         out.append(row)
     return out
 
@@ -170,8 +177,10 @@ class PredictorBase:
                 if t.type == "sequence_labeling" or (t.type in ("classification", "regression") and t.columns.text_pair is None)]
 
     def _predict(self, tasks: list[str], examples: list[Example], encode_as: str, max_length: int,
-                 pair_encoding: str) -> dict[str, TaskPredictions]:
-        """Run the model once per batch for all `tasks` on `examples` tokenised as task type `encode_as`."""
+                 pair_encoding: str, stride: int | None = None, stitched: tuple = ()) -> dict[str, TaskPredictions]:
+        """Run the model once per batch for all `tasks` on `examples` tokenised as task type `encode_as`.
+        With a `stride`, a text longer than max_length is read in windows (`data.windows`), put back
+        together for the tagging tasks in `stitched`; the other tasks read its first window."""
         raise NotImplementedError
 
     def predict_raw(self, task: str, inputs: list) -> TaskPredictions:
@@ -184,7 +193,9 @@ class PredictorBase:
         spec = self._task(task)
         if not examples:
             return TaskPredictions(labels=[])
-        return self._predict([task], examples, spec.type, self.cfg.max_length_for(task), spec.pair_encoding)[task]
+        stride = self.cfg.window_stride(task)
+        return self._predict([task], examples, spec.type, self.cfg.max_length_for(task), spec.pair_encoding,
+                             stride, (task,))[task]
 
     def predict(self, task: str, inputs: list, return_probas: bool = False) -> list[dict]:
         """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request."""
@@ -212,7 +223,11 @@ class PredictorBase:
         examples = words_of(texts)
         if not examples:
             return []
-        preds = self._predict(tasks, examples, "sequence_labeling", max(self.cfg.max_length_for(t) for t in tasks),
-                              "cross")
+        max_length = max(self.cfg.max_length_for(t) for t in tasks)
+        # one encoding for every head: windows if a tagging head reads long texts whole (the smallest of
+        # their strides); sentence heads and `long_text: truncate` heads read the first window
+        windowed = tuple(t for t in tasks if self.cfg.window_stride(t) is not None)
+        stride = min((self.cfg.window_stride(t, max_length) for t in windowed), default=None)
+        preds = self._predict(tasks, examples, "sequence_labeling", max_length, "cross", stride, windowed)
         per_task = {t: results(self.cfg.tasks[t], self.labels.get(t), preds[t], return_probas) for t in tasks}
         return [{t: per_task[t][i] for t in tasks} for i in range(len(examples))]

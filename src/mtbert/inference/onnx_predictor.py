@@ -15,8 +15,9 @@ import yaml
 
 from mtbert.config import validate
 from mtbert.data.bucketing import length_batches
+from mtbert.data.windows import Window
 from mtbert.errors import UserError
-from mtbert.inference.common import PredictorBase, decode
+from mtbert.inference.common import PredictorBase, decode_rows
 
 
 def find_bundle(path: str | Path) -> Path:
@@ -32,12 +33,15 @@ def find_bundle(path: str | Path) -> Path:
 
 
 class _Encoded:
-    """One input's token ids as a group of sequences (one; one per choice; two for a separate pair)."""
+    """One input's token ids as a group of sequences (one; one per choice; two for a separate pair), or
+    one window of a long text to tag (a `data.windows.Row`, as `features.Feature` is)."""
 
-    __slots__ = ("ids", "types", "word_ids")
+    __slots__ = ("ids", "types", "word_ids", "window", "n_words")
 
-    def __init__(self, ids: list[list[int]], types: list[list[int]], word_ids: list | None = None):
+    def __init__(self, ids: list[list[int]], types: list[list[int]], word_ids: list | None = None,
+                 window: Window | None = None, n_words: int | None = None):
         self.ids, self.types, self.word_ids = ids, types, word_ids
+        self.window, self.n_words = window, n_words
 
     @property
     def length(self) -> int:
@@ -75,25 +79,31 @@ class OnnxPredictor(PredictorBase):
             raise UserError(f"{self.path}: model.onnx has no output for task(s) {', '.join(missing)}; export it again")
 
     # --- tokenisation
-    def _tokenizer(self, max_length: int):
-        """A tokenizer per truncation length: its settings are state, so tasks with different
-        max_length never share (or race on) one."""
-        tok = self._tokenizers.get(max_length)
+    def _tokenizer(self, max_length: int, stride: int = 0):
+        """A tokenizer per truncation length and window stride: its settings are state, so tasks with
+        different max_length never share (or race on) one."""
+        tok = self._tokenizers.get((max_length, stride))
         if tok is None:
             from tokenizers import Tokenizer
 
             tok = Tokenizer.from_str(self._tokenizer_json)
             tok.no_padding()
-            tok.enable_truncation(max_length, strategy="longest_first")
-            self._tokenizers[max_length] = tok
+            tok.enable_truncation(max_length, stride=stride, strategy="longest_first")
+            self._tokenizers[(max_length, stride)] = tok
         return tok
 
-    def _encode(self, task_type: str, examples, max_length: int, pair_encoding: str = "cross") -> list[_Encoded]:
-        """features.encode's token ids, without labels."""
-        tok = self._tokenizer(max_length)
+    def _encode(self, task_type: str, examples, max_length: int, pair_encoding: str = "cross",
+                stride: int | None = None) -> list[_Encoded]:
+        """features.encode's token ids, without labels; with a `stride`, every window of a long text."""
+        tok = self._tokenizer(max_length, stride or 0)
         if task_type == "sequence_labeling":
             encs = tok.encode_batch([ex.tokens for ex in examples], is_pretokenized=True)
-            return [_Encoded([e.ids], [e.type_ids], e.word_ids) for e in encs]
+            if stride is None:
+                return [_Encoded([e.ids], [e.type_ids], e.word_ids, None, len(ex.tokens))
+                        for e, ex in zip(encs, examples, strict=True)]
+            # the order transformers gives with return_overflowing_tokens: the text, then its overflow
+            return [_Encoded([w.ids], [w.type_ids], w.word_ids, Window(i, stride), len(ex.tokens))
+                    for i, (e, ex) in enumerate(zip(encs, examples, strict=True)) for w in [e, *e.overflowing]]
         if task_type == "multiple_choice":
             counts = {len(ex.choices) for ex in examples}
             if len(counts) > 1:
@@ -135,8 +145,8 @@ class OnnxPredictor(PredictorBase):
                     outputs[task][i] = row
         return outputs
 
-    def _predict(self, tasks, examples, encode_as, max_length, pair_encoding):
-        feats = self._encode(encode_as, examples, max_length, pair_encoding)
+    def _predict(self, tasks, examples, encode_as, max_length, pair_encoding, stride=None, stitched=()):
+        feats = self._encode(encode_as, examples, max_length, pair_encoding, stride)
         outs = self._run(tasks, feats)
-        word_ids = [f.word_ids for f in feats]
-        return {t: decode(self.cfg.tasks[t].type, outs[t], word_ids, self.labels.get(t)) for t in tasks}
+        return {t: decode_rows(self.cfg.tasks[t].type, outs[t], feats, self.labels.get(t), t in stitched)
+                for t in tasks}

@@ -28,7 +28,8 @@ class Predictor(PredictorBase):
         self.precision = inference_precision(precision, recorded_precision(run_dir, self.cfg), self.device)
         self.amp = partial(autocast, self.precision, self.device)
 
-    def _predict(self, tasks, examples, encode_as, max_length, pair_encoding):
-        feats = encode(encode_as, examples, self.tokenizer, max_length, with_labels=False, pair_encoding=pair_encoding)
+    def _predict(self, tasks, examples, encode_as, max_length, pair_encoding, stride=None, stitched=()):
+        feats = encode(encode_as, examples, self.tokenizer, max_length, with_labels=False, pair_encoding=pair_encoding,
+                       stride=stride)
         return predict_tasks(self.model, tasks, feats, self.batch_size, self.tokenizer.pad_token_id or 0,
-                             self.labels, self.amp)
+                             self.labels, self.amp, stitched=stitched)

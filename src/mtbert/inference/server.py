@@ -103,13 +103,15 @@ class PredictRequest(BaseModel):
     ]})
     task: str
     inputs: list[Text | Input] = Field(min_length=1, description="a bare string is the text")
-    probas: Probas = False
+    probas: Probas = Field(False, description="add class, choice or per-word tag probabilities")
 
 
 class Prediction(BaseModel):
     label: str | int | list[str] | None = Field(None, description="class, index of the choice, or one tag per word")
     score: float | None = Field(None, description="regression tasks")
-    probas: dict[str, float] | list[float] | None = None
+    probas: dict[str, float] | list[float] | list[dict[str, float] | None] | None = Field(
+        None, description="per class {label: p}; per choice [p, ...]; per word [{tag: p}, ...] (null for a word "
+                          "the model did not see: no sub-token, or cut by long_text: truncate)")
 
 
 class PredictResponse(BaseModel):

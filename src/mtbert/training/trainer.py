@@ -84,8 +84,9 @@ def prepare_data(cfg: Config, tokenizer, need_train: bool = True) -> dict[str, T
         td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name, pair_encoding=task.pair_encoding) if train else []
         if task.dev or (task.format == "hf" and task.dev is not None):
             td.dev = read_split(cfg, name, "dev")
+            # dev is read as predict reads it: a long text in windows, every gold word scored
             td.dev_feats = encode(task.type, td.dev, tokenizer, max_len, labels, name,
-                                  pair_encoding=task.pair_encoding)
+                                  pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
         data[name] = td
         log.info("task %s (%s): %d train, %d dev examples%s", name, task.type, len(train), len(td.dev),
                  f", {len(labels)} labels" if labels else "")
