@@ -58,11 +58,11 @@ class Feature:
     token_type_ids: list
     label: object = None  # class id, float, choice index, or per-sub-token tag ids
     word_ids: list | None = field(default=None, repr=False)  # sequence labeling: sub-token -> word
+    window: Window | None = None  # one window of a longer input (sequence labeling, `long_text: window`)
+    n_words: int | None = None  # sequence labeling: the input's word count, also those past max_length
     # a teacher's target (distillation): class or choice probabilities, a score, or per-sub-token tag
     # probabilities (zeros where the label is IGNORE)
     soft: object = field(default=None, repr=False)
-    window: Window | None = None  # one window of a longer input (sequence labeling, `long_text: window`)
-    n_words: int | None = None  # sequence labeling: the input's word count, also those past max_length
 
     @property
     def length(self) -> int:
