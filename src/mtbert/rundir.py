@@ -51,11 +51,15 @@ def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, lab
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "config.yaml").write_text(config_yaml(cfg), encoding="utf-8")
 
+    from mtbert.training.checkpoint import after_write_failure
+
+    had_model = (run_dir / MODEL).is_dir()
     try:
         atomic_write_dir(run_dir / MODEL, write)
     except (OSError, SafetensorError) as err:  # full disk, read-only run dir: the previous model/ is intact
+        kept = "the previous best model is intact; " if had_model else ""
         raise UserError(f"{run_dir}: cannot write the model ({getattr(err, 'strerror', None) or err}); "
-                        "the previous best model is intact. Free space or fix permissions, then resume") from None
+                        f"{kept}{after_write_failure(run_dir)}") from None
 
 
 def model_dir(run_dir: str | Path) -> Path:

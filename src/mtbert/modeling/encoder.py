@@ -95,3 +95,55 @@ def load_tokenizer(name: str):
         raise UserError(f"backbone '{name}': mtbert needs a fast (Rust) tokenizer for word alignment; "
                         "the folder should hold tokenizer.json")
     return tokenizer
+
+
+# model types whose position ids start after the padding index (RoBERTa's scheme): of their
+# max_position_embeddings, pad_token_id + 1 are never used for tokens
+_POSITIONS_AFTER_PADDING = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+                            "data2vec-text", "mpnet", "longformer", "ibert", "luke", "xmod"}
+
+
+def encoder_config(name: str):
+    """The backbone's config.json as transformers reads it (AutoConfig): enough to check a config against the
+    encoder (positions, pooler) without loading a weight."""
+    from transformers import AutoConfig
+
+    path = Path(resolve_backbone(name))
+    if path.is_file():
+        raise UserError(f"backbone '{name}': a file, not a model folder; use 'minilm', a hub name or a folder "
+                        "holding config.json and weights")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise UserError(f"backbone '{name}': the folder holds no config.json, so it is not a model (a data folder?); "
+                        "use 'minilm', a hub name or a folder holding config.json and weights")
+    try:
+        return _load(AutoConfig, name, "config")
+    except ValueError as err:  # a config.json transformers cannot read (unknown model_type, bad values)
+        raise UserError(f"backbone '{name}': {path / 'config.json' if path.is_dir() else 'its config.json'}: "
+                        f"{str(err).splitlines()[0]}") from None
+
+
+def position_limit(config) -> int | None:
+    """The longest sequence (special tokens included) the encoder has position embeddings for; None when
+    positions are relative only (DeBERTa-v3) or the config does not say."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0 or getattr(config, "position_biased_input", True) is False:
+        return None
+    if config.model_type in _POSITIONS_AFTER_PADDING:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
+
+
+def has_pooler(config, impl: str = "hf") -> bool | None:
+    """Whether the encoder returns a pooler output (BERT's tanh layer on [CLS]); None when unknown.
+    transformers' base models that have one take `add_pooling_layer` (on by default, as AutoModel loads them)."""
+    if impl == "minbert":
+        return True
+    import inspect
+
+    from transformers import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return None
+    return "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
