@@ -238,7 +238,7 @@ def cmd_evaluate(args) -> int:
         if name not in overrides and getattr(task, args.split) is None:
             log.warning("task %s: no %s split in the config; skipped (pass --data %s=PATH)", name, args.split, name)
             continue
-        examples = read_split(cfg, name, args.split, overrides.get(name))
+        examples = read_split(cfg, name, args.split, overrides.get(name), from_run=True)
         labels = predictor.labels.get(name)
         feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
                        pair_encoding=task.pair_encoding)
@@ -272,7 +272,7 @@ def predict_split(predictor, args) -> int:
         if getattr(task, args.split) is None:
             log.warning("task %s: no %s file in the config; skipped", name, args.split)
             continue
-        examples = read_split(cfg, name, args.split, with_labels=False)
+        examples = read_split(cfg, name, args.split, with_labels=False, from_run=True)
         # the reader built and checked the Examples: predict them as they are, not via dicts parsed again
         results = answers(task, predictor.labels.get(name), predictor.predict_examples(name, examples), args.probas)
         if args.format == "minbert":

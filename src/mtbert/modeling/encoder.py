@@ -60,11 +60,13 @@ def _minbert_folder(name: str) -> Path:
 
 
 def _minbert(path: Path, name: str):
+    from safetensors import SafetensorError
+
     from mtbert.modeling.minbert import MinBert
 
     try:
         return MinBert.from_pretrained(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise UserError(f"backbone '{name}' with backbone_impl minbert: {err}") from None
 
 
@@ -79,14 +81,23 @@ def load_encoder(name: str, impl: str = "hf"):
 def load_saved_encoder(path: Path, impl: str = "hf"):
     """A run's own encoder, from safetensors only (a pickled checkpoint is refused, never unpickled).
     Both implementations read the same HF-format folder, so a run loads with either."""
+    from safetensors import SafetensorError
+
     quiet_transformers()
+    fix = "restore it from a copy of the run, or train the run again"
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path / 'config.json'}: missing; {fix}")
+    if not (path / "model.safetensors").is_file():
+        raise UserError(f"{path}: no model.safetensors; mtbert loads weights from safetensors only and never "
+                        "unpickles a .bin/.pt file. Re-save the encoder with save_pretrained(safe_serialization=True)")
     if impl == "minbert":
         return _minbert(path, str(path))
     try:
         return AutoModel.from_pretrained(path, use_safetensors=True)
-    except OSError:
-        raise UserError(f"{path}: no model.safetensors; mtbert loads weights from safetensors only and never "
-                        "unpickles a .bin/.pt file. Re-save the encoder with save_pretrained(safe_serialization=True)") from None
+    except SafetensorError as err:  # garbage, a pickle under this name, a header claiming 2^62 bytes: never unpickled
+        raise UserError(f"{path / 'model.safetensors'}: not a valid safetensors file ({err}); {fix}") from None
+    except (OSError, ValueError) as err:  # a config.json transformers cannot read, weights that do not fit it
+        raise UserError(f"{path}: cannot load the encoder ({str(err).splitlines()[0]}); {fix}") from None
 
 
 def load_tokenizer(name: str):
