@@ -126,13 +126,13 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def check_output_dir(folder: Path, flag: str, fix: str) -> None:
+def check_output_dir(folder: Path, flag: str, fix: str, named: Path | None = None) -> None:
     """Refuse a folder mtbert is to write into that is a file, or cannot be written (read-only, not
     permitted), before any work is spent: its closest existing part is tried with a nameless temporary
-    file, which leaves nothing behind."""
+    file, which leaves nothing behind. The message names `named` (the file to write in it), or the folder."""
     import tempfile
 
-    where = f"{flag} {folder}" if flag else str(folder)
+    where = f"{flag} {named or folder}" if flag else str(named or folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -363,7 +363,7 @@ def _check_predict_output(args) -> None:
         return
     if out.is_dir():
         raise UserError(f"--output {out}: a folder; give the path of the JSON Lines file to write")
-    check_output_dir(out.parent, "--output", "make it writable, or give another file")
+    check_output_dir(out.parent, "--output", "make it writable, or give another file", named=out)
 
 
 def cmd_predict_all(predictor, args) -> int:
@@ -409,7 +409,8 @@ def cmd_export(args) -> int:
 
     model_dir(args.run_dir)  # no run there: say that first
     out = Path(args.output) if args.output else default_out_dir(args.run_dir, args.quantize)
-    check_output_dir(out.parent, "-o" if args.output else "", "make it writable, or give another -o FOLDER")
+    check_output_dir(out.parent, "-o" if args.output else "", "make it writable, or give another -o FOLDER",
+                     named=out)
     print(export_onnx(args.run_dir, args.output, args.quantize))
     return 0
 

@@ -207,6 +207,9 @@ def _read_jsonl(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
             except json.JSONDecodeError as err:
                 yield line, BadRow(f"not valid JSON ({err.msg})")
                 continue
+            except RecursionError:  # json recurses per level: [[[[... 100,000 deep exhausts the stack
+                yield line, BadRow("nested too deeply to read")
+                continue
             if not isinstance(record, dict):
                 yield line, BadRow("expected a JSON object")
                 continue
