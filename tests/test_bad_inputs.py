@@ -431,15 +431,16 @@ def export_read_only(env: Env) -> list[str]:
 
 
 def full_disk_at(what: str) -> Callable[[Env], list[str]]:
-    """Setup: train (one step, then the dev evaluation writes model/, then the checkpoint) on a disk that is
-    full from the first write of `what`: "optimizer.pt" (a write of the checkpoint's file raises ENOSPC) or
-    "model" (the model's safetensors)."""
+    """Setup: train (one step, then the dev evaluation appends to metrics.jsonl, writes model/, then the
+    checkpoint) on a disk that is full from the first write of `what`: "optimizer.pt" (a write of the
+    checkpoint's file raises ENOSPC), "model" (the model's safetensors) or "metrics.jsonl" (its append, whose
+    OSError names no file, as a real full disk's does not)."""
     import errno
     import io
 
     def setup(env: Env) -> list[str]:
         from mtbert import rundir
-        from mtbert.training import checkpoint
+        from mtbert.training import checkpoint, trainer
 
         def no_space(*args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -452,6 +453,8 @@ def full_disk_at(what: str) -> Callable[[Env], list[str]]:
         if what == "optimizer.pt":
             monkeypatch.setattr(checkpoint, "open", lambda path, mode="r", *a, **k: FullDisk(path, "wb")
                                 if str(path).endswith("optimizer.pt") else open(path, mode, *a, **k), raising=False)
+        elif what == "metrics.jsonl":
+            monkeypatch.setattr(trainer, "append_line", no_space)
         else:
             monkeypatch.setattr(rundir, "save_file", no_space)
         return train_with()(env)
@@ -800,6 +803,10 @@ CASES = [
          ERR + "<run>: cannot write the model (No space left on device); no checkpoint was written yet, so there is "
          "nothing to resume: free space or fix permissions, then train again with --overwrite", 2,
          the_fix_given_works),
+    Case("run-full-disk-metrics", "run", "disk full while appending to `metrics.jsonl`", TRAIN,
+         full_disk_at("metrics.jsonl"),
+         ERR + "<run>: cannot write (No space left on device); no checkpoint was written yet, so there is nothing "
+         "to resume: free space or fix permissions, then train again with --overwrite", 2, the_fix_given_works),
     # ------------------------------------------------ damaged or tampered run dirs
     Case("run-config-invalid", "run", "run dir whose `model/config.yaml` is not YAML", "mtbert predict RUN --task sent",
          damaged(writing("config.yaml", "tasks: [\n")),

@@ -67,8 +67,10 @@ def cmd_train(args) -> int:
         summary = train(cfg, run_dir, resume=resume)
     except OSError as err:
         # a write the run dir refused after the start (full disk, folder made read-only): the machine's
-        # doing, told with the one next step that works
-        if (line := os_error_line(err)) is None:
+        # doing, told with the one next step that works (any other file's refusal: main() tells it)
+        # (a failed write names no file: training writes only into the run dir)
+        inside = err.filename is None or Path(os.path.abspath(err.filename)).is_relative_to(run_dir.absolute())
+        if (line := os_error_line(err, run_dir)) is None or not inside:
             raise
         from mtbert.training.checkpoint import after_write_failure
 
@@ -146,14 +148,14 @@ def check_output_dir(folder: Path, flag: str, fix: str, named: Path | None = Non
         raise UserError(f"{where}: cannot write in {existing} ({err.strerror}); {fix}") from None
 
 
-def os_error_line(err: OSError) -> str | None:
+def os_error_line(err: OSError, where: Path | str = "a file") -> str | None:
     """'<file>: <reason>' for what the machine refused (full disk, read-only or forbidden file), which is no
     bug of mtbert's; None for any other OSError."""
     import errno
 
     if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
         return None
-    where = err.filename or "a file"
+    where = err.filename or where
     return f"{where}: cannot write ({err.strerror})" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) \
         else f"{where}: {err.strerror}"
 
