@@ -28,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 GROUPS = {"config": "Config", "data": "Data", "cli": "Command line", "eval": "Evaluate and predict",
+          "run": "Run dirs, bundles and outputs",
           "security": "Security"}
 UNDEFINED = "MTBERT_BAD_INPUT_UNDEFINED"
 
@@ -70,6 +71,30 @@ class Env:
     def copy_run(self) -> Path:
         shutil.copytree(self.trained_run(), self.run)
         return self.run
+
+    def copy_bundle(self) -> Path:
+        """A copy of the ONNX bundle exported from the trained run, at <run>, for a case to damage."""
+        shutil.copytree(self._request.getfixturevalue("onnx_bundle"), self.run)
+        return self.run
+
+    def read_only(self, path: Path) -> Path:
+        """Make `path` a folder nobody may write into until the test ends: its mode for a user, the immutable
+        flag for root (who ignores modes); skipped where neither works."""
+        import os
+        import subprocess
+
+        path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            os.chmod(path, 0o555)
+            self._request.addfinalizer(lambda: os.chmod(path, 0o755))
+            return path
+        if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("cannot make a folder read-only for root here (chattr +i)")
+        self._request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(path)], check=True))
+        return path
+
+    def monkeypatch(self):
+        return self._request.getfixturevalue("monkeypatch")
 
 
 def sent(**extra) -> dict:
@@ -281,6 +306,181 @@ def input_file(content: str | bytes, *extra: str) -> Callable[[Env], list[str]]:
     return setup
 
 
+# ---------------------------------------------------------------- run dirs, bundles and outputs (issue 14, part 3)
+
+
+def train_with_backbone(make: Callable[[Env], str], **task) -> Callable[[Env], list[str]]:
+    """Setup: a config whose backbone is `make(env)` and whose task has `task` on top; train.tsv is empty, so
+    a check made only after reading data would report the data instead."""
+
+    def setup(env: Env) -> list[str]:
+        with_good_data(env)
+        env.write("train.tsv", "")
+        path = env.config({"sent": sent(**task)})
+        raw = yaml.safe_load(path.read_text())
+        raw["backbone"] = make(env)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return ["train", str(path)]
+
+    return setup
+
+
+def distilbert_config(env: Env) -> str:
+    """A DistilBERT folder holding only its config.json: validation reads no more."""
+    from transformers import DistilBertConfig
+
+    path = env.tmp / "distilbert"
+    DistilBertConfig(vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64).save_pretrained(path)
+    return str(path)
+
+
+def run_dir_is_a_file(env: Env) -> list[str]:
+    (env.tmp / "afile").write_text("not a folder\n")
+    argv = train_with_config(setting("run_dir", str(env.tmp / "afile")))(env)
+    return argv
+
+
+def in_jsonl(env: Env, content: str = '{"text": "good film"}\n') -> Path:
+    path = env.tmp / "in.jsonl"
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+def predict_into(output: Callable[[Env], Path], *flags: str) -> Callable[[Env], list[str]]:
+    """Setup: predict the trained run with `flags` (default --task sent --input in.jsonl) into `output(env)`."""
+
+    def setup(env: Env) -> list[str]:
+        flags_ = list(flags) or ["--task", "sent", "--input", str(in_jsonl(env))]
+        if "--all" in flags_:
+            flags_ += ["--input", str(in_jsonl(env))]
+        return ["predict", str(env.trained_run()), *flags_, "--output", str(output(env))]
+
+    return setup
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def damaged(damage: Callable[[Path, Env], None], engine: str = "torch") -> Callable[[Env], list[str]]:
+    """Setup: a copy of the trained run (its model/) or of its ONNX bundle, damaged, then predicted."""
+
+    def setup(env: Env) -> list[str]:
+        target = env.copy_run() / "model" if engine == "torch" else env.copy_bundle()
+        damage(target, env)
+        return ["predict", str(env.run), "--task", "sent", "--input", str(in_jsonl(env)), "--engine", engine]
+
+    return setup
+
+
+def writing(name: str, content: str | bytes) -> Callable[[Path, Env], None]:
+    def damage(model: Path, env: Env) -> None:
+        path = model / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
+
+    return damage
+
+
+def truncating(name: str, keep: int) -> Callable[[Path, Env], None]:
+    return lambda model, env: (model / name).write_bytes((model / name).read_bytes()[:keep])
+
+
+def removing(name: str) -> Callable[[Path, Env], None]:
+    return lambda model, env: (model / name).unlink()
+
+
+def heads_of_another_task(model: Path, env: Env) -> None:
+    from safetensors.torch import load_file, save_file
+
+    heads = load_file(model / "heads.safetensors")
+    save_file({k.replace("sent.", "other.", 1): v for k, v in heads.items()}, model / "heads.safetensors")
+
+
+def encoder_of_another_size(model: Path, env: Env) -> None:
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(model / "encoder")
+
+
+def pickle_as_safetensors(model: Path, env: Env) -> None:
+    import pickle
+
+    (model / "heads.safetensors").write_bytes(pickle.dumps({"sent.out.weight": Payload(env.tmp / "pwned")}))
+
+
+def huge_header(model: Path, env: Env) -> None:
+    import struct
+
+    (model / "encoder" / "model.safetensors").write_bytes(struct.pack("<Q", 2**62) + b'{"a": 1}')
+
+
+def reading_outside_the_run(env: Env) -> list[str]:
+    """A run whose saved config names a file of the user's as its dev split."""
+    secret = env.tmp / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    run = env.copy_run()
+    config = run / "model" / "config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["tasks"]["sent"]["dev"] = str(secret)
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return ["evaluate", str(run)]
+
+
+def train_read_only(env: Env) -> list[str]:
+    argv = train_with()(env)
+    return argv + ["--run-dir", str(env.read_only(env.tmp / "ro") / "run")]
+
+
+def resume_read_only(env: Env) -> list[str]:
+    run = env.read_only(env.copy_run())
+    return ["train", str(run / "config.yaml"), "--resume", str(run)]
+
+
+def export_read_only(env: Env) -> list[str]:
+    return ["export", str(env.read_only(env.copy_run()))]
+
+
+def full_disk_at(what: str) -> Callable[[Env], list[str]]:
+    """Setup: train (one step, then the dev evaluation appends to metrics.jsonl, writes model/, then the
+    checkpoint) on a disk that is full from the first write of `what`: "optimizer.pt" (a write of the
+    checkpoint's file raises ENOSPC), "model" (the model's safetensors) or "metrics.jsonl" (its append, whose
+    OSError names no file, as a real full disk's does not)."""
+    import errno
+    import io
+
+    def setup(env: Env) -> list[str]:
+        from mtbert import rundir
+        from mtbert.training import checkpoint, trainer
+
+        def no_space(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        class FullDisk(io.FileIO):
+            def write(self, data):
+                no_space()
+
+        monkeypatch = env.monkeypatch()
+        if what == "optimizer.pt":
+            monkeypatch.setattr(checkpoint, "open", lambda path, mode="r", *a, **k: FullDisk(path, "wb")
+                                if str(path).endswith("optimizer.pt") else open(path, mode, *a, **k), raising=False)
+        elif what == "metrics.jsonl":
+            monkeypatch.setattr(trainer, "append_line", no_space)
+        else:
+            monkeypatch.setattr(rundir, "save_file", no_space)
+        return train_with()(env)
+
+    return setup
+
+
+def the_fix_given_works(env: Env) -> None:
+    """The message's one fix, once the disk has room again: train again with --overwrite."""
+    from mtbert.cli import main
+
+    env.monkeypatch().undo()
+    assert main(["-q", "train", str(env.config_path), "--overwrite"]) == 0
+    assert (env.run / "model" / "heads.safetensors").is_file()
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -412,6 +612,54 @@ CASES = [
     Case("config-seqlab-stride-with-truncate", "config", "`window_stride` with `long_text: truncate`", TRAIN,
          train_with_config(lambda raw: raw["tasks"].update(ner={**NER, "long_text": "truncate", "window_stride": 8})),
          ERR + CFG + "tasks.ner: window_stride applies to long_text 'window', not 'truncate'; remove one of them", 2),
+    # ------------------------------------------------ issue 14, part 3: caught at validation, before any data is read
+    Case("config-metric-wrong-type", "config", "`metric: accuracy` on a regression task", TRAIN,
+         train_with({"sts": {**STS, "metric": "accuracy"}}),
+         ERR + CFG + "tasks.sts.metric: 'accuracy' does not apply to regression tasks; use one of pearson, spearman "
+         "or 'module:function'", 2),
+    Case("config-ner-f1-on-classification", "config", "`metric: ner_f1` on a classification task", TRAIN,
+         train_with_config(setting("tasks.sent.metric", "ner_f1")),
+         ERR + CFG + "tasks.sent.metric: 'ner_f1' does not apply to classification tasks; use one of accuracy, f1, "
+         "f1_macro, mcc, roc_auc or 'module:function'", 2),
+    Case("config-roc-auc-on-ner", "config", "`metric: roc_auc` on a sequence-labeling task", TRAIN,
+         train_with({"ner": {**NER, "metric": ["ner_f1", "roc_auc"]}}),
+         ERR + CFG + "tasks.ner.metric: 'roc_auc' does not apply to sequence_labeling tasks; use one of ner_f1 or "
+         "'module:function'", 2),
+    Case("config-target-metric-wrong-type", "config", "`target_metric: sent.pearson` on a classification task", TRAIN,
+         train_with_config(setting("training.target_metric", "sent.pearson")),
+         ERR + CFG + "training.target_metric 'sent.pearson': 'pearson' does not apply to classification tasks; use "
+         "one of accuracy, f1, f1_macro, mcc, roc_auc or 'module:function'", 2),
+    Case("config-bce-three-labels", "config", "`loss: bce` with three `labels`", TRAIN,
+         train_with_config(setting("tasks.sent", sent(loss="bce", labels=["neg", "neutral", "pos"]))),
+         ERR + CFG + "tasks.sent.loss: 'bce' is one sigmoid output for two classes, but the task has 3 labels; use "
+         "loss: cross_entropy", 2),
+    Case("config-bce-three-labels-in-data", "config",
+         "`loss: bce` on train data with three labels (none listed in the config): found when train is read",
+         TRAIN, train_with({"sent": sent(loss="bce")}, files={"train.tsv": GOOD + "so-so film\tneutral\n"}),
+         ERR + "tasks.sent.loss: 'bce' is one sigmoid output for two classes, but train has 3 labels (neg, neutral, "
+         "pos); use loss: cross_entropy", 2),
+    Case("config-pooler-without-pooler", "config", "`pooling: pooler` on an encoder without a pooler (DistilBERT)",
+         TRAIN, train_with_backbone(distilbert_config, pooling="pooler"),
+         ERR + CFG + "tasks.sent.pooling: 'pooler' needs an encoder with a pooler layer, and backbone "
+         "'<tmp>/distilbert' (distilbert) has none; use pooling: cls or mean", 2),
+    Case("config-max-length-over-positions", "config", "`max_length` above the encoder's position limit", TRAIN,
+         train_with_config(setting("max_length", 1024)),
+         ERR + CFG + "max_length: 1024 is more than the 512 positions backbone '…' has (bert); use 512 or less", 2),
+    Case("config-backbone-data-folder", "config", "`backbone` naming a data folder", TRAIN,
+         train_with_backbone(lambda env: str(env.data)),
+         ERR + CFG + "backbone '<data>': the folder holds no config.json, so it is not a model (a data folder?); use "
+         "'minilm', a hub name or a folder holding config.json and weights", 2),
+    Case("config-seed-negative", "config", "`seed: -1`", TRAIN, train_with_config(setting("seed", -1)),
+         ERR + CFG + "seed: Input should be greater than or equal to 0", 2),
+    Case("config-seed-too-large", "config", "`seed: 4294967296` (2**32)", TRAIN,
+         train_with_config(setting("seed", 2**32)),
+         ERR + CFG + "seed: Input should be less than 4294967296", 2),
+    Case("config-run-dir-file", "config", "`run_dir` that is a file", TRAIN, run_dir_is_a_file,
+         ERR + "run_dir <tmp>/afile: a file, not a folder; give a folder", 2),
+    Case("config-deep-json", "config", "JSON config nested 100,000 deep", "mtbert train config.json",
+         train_with_text(DEEP, "config.json"),
+         ERR + "<tmp>/config.json: nested too deeply to read as JSON; a config is a mapping a few levels deep "
+         "(tasks, training, columns)", 2),
     # ------------------------------------------------ data
     Case("data-empty-file", "data", "empty file", TRAIN, train_with(files={"train.tsv": ""}),
          ERR + "<data>/train.tsv: empty file; expected a header row and data", 2),
@@ -461,6 +709,10 @@ CASES = [
          train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS) + '{"p": "x", \n'}),
          ERR + "<data>/mc.jsonl line 3: not valid JSON (Expecting property name enclosed in double quotes) "
          "(task mc; fix the row or set tasks.mc.on_bad_rows: skip)", 2),
+    Case("data-deep-json", "data", "JSON Lines line nested 100,000 deep", TRAIN,
+         train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS) + '{"p": ' + DEEP + '}\n'}),
+         ERR + "<data>/mc.jsonl line 3: nested too deeply to read (task mc; fix the row or set tasks.mc.on_bad_rows: "
+         "skip)", 2),
     Case("data-ragged-conll", "data", "ragged CoNLL (a line with too few columns)", TRAIN,
          train_with({"ner": NER}, files={"ner.txt": CONLL_GOOD + "Mary NNP B-PER\nruns VBZ B-VP O\n"}),
          ERR + "<data>/ner.txt line 6: line 6 has 3 columns; tokens are column 0, tags column 3 (task ner; fix the "
@@ -542,6 +794,140 @@ CASES = [
          lambda env: ["predict", str(env.trained_run()), "--engine", "onnx", "--precision", "bf16"],
          ERR + "--precision bf16: the onnx engine runs the bundle as exported (fp32 or int8); drop --precision, "
          "or use --engine torch", 2),
+    # ------------------------------------------------ run dirs, bundles and outputs (issue 14, part 3)
+    Case("run-output-folder", "run", "`predict --output` naming a folder",
+         "mtbert predict RUN --task sent --input in.jsonl --output DIR", predict_into(lambda env: env.tmp),
+         ERR + "--output <tmp>: a folder; give the path of the JSON Lines file to write", 2),
+    Case("run-all-output-folder", "run", "`predict --all --output` naming a folder",
+         "mtbert predict RUN --all --input in.jsonl --output DIR", predict_into(lambda env: env.tmp, "--all"),
+         ERR + "--output <tmp>: a folder; give the path of the JSON Lines file to write", 2),
+    Case("run-split-output-file", "run", "`predict --split dev --output` naming a file",
+         "mtbert predict RUN --split dev --output FILE", predict_into(in_jsonl, "--split", "dev"),
+         ERR + "--output <tmp>/in.jsonl: a file; with --split, --output names the folder for the prediction files "
+         "(one per task)", 2),
+    Case("run-serve-port", "run", "`serve --port 70000`", "mtbert serve RUN --port 70000",
+         lambda env: ["serve", str(env.trained_run()), "--port", "70000"],
+         ERR + "--port 70000: a TCP port is 0 to 65535 (0: any free port)", 2),
+    Case("run-deep-json-input", "run", "`--input` line nested 100,000 deep",
+         "mtbert predict RUN --task sent --input in.jsonl", input_file('{"text": ' + DEEP + "}\n"),
+         ERR + '<tmp>/in.jsonl line 1: nested too deeply to read; each line must be one JSON object, e.g. '
+         '{"text": "..."}', 2),
+    Case("run-deep-json-all", "run", "`predict --all` input line nested 100,000 deep",
+         "mtbert -q predict RUN --all --input in.jsonl",  # -q: no progress bar on stderr
+         lambda env: ["-q", "predict", str(env.trained_run()), "--all", "--input", str(in_jsonl(env, DEEP + "\n"))],
+         ERR + '<tmp>/in.jsonl line 1: nested too deeply to read; each line must be one JSON object, e.g. '
+         '{"text": "..."}', 2),
+    # ------------------------------------------------ read-only folders and a full disk
+    Case("run-read-only-train", "run", "training into a read-only folder", "mtbert train config.yaml --run-dir RO/run",
+         train_read_only,
+         ERR + "--run-dir <tmp>/ro/run: cannot write in <tmp>/ro (…); make it writable, or train into another "
+         "folder with --run-dir DIR", 2),
+    Case("run-read-only-resume", "run", "resuming a read-only run dir", "mtbert train RUN/config.yaml --resume RUN",
+         resume_read_only, ERR + "--resume <run>: cannot write in <run> (…); make it writable to resume", 2),
+    Case("run-read-only-export", "run", "exporting a read-only run dir", "mtbert export RUN", export_read_only,
+         ERR + "<run>/onnx: cannot write in <run> (…); make it writable, or give another -o FOLDER", 2),
+    Case("run-read-only-output", "run", "`predict --output` into a read-only folder",
+         "mtbert predict RUN --task sent --input in.jsonl --output RO/out.jsonl",
+         predict_into(lambda env: env.read_only(env.tmp / "ro") / "out.jsonl"),
+         ERR + "--output <tmp>/ro/out.jsonl: cannot write in <tmp>/ro (…); make it writable, or give another file", 2),
+    Case("run-read-only-split-output", "run", "`predict --split --output` into a read-only folder",
+         "mtbert predict RUN --split dev --output RO", predict_into(lambda env: env.read_only(env.tmp / "ro"),
+                                                                     "--split", "dev"),
+         ERR + "--output <tmp>/ro: cannot write in <tmp>/ro (…); make it writable, or give another folder", 2),
+    Case("run-full-disk-optimizer", "run", "disk full while writing the first checkpoint's `optimizer.pt`", TRAIN,
+         full_disk_at("optimizer.pt"),
+         ERR + "<run>: cannot write checkpoint at step 1 (No space left on device); no checkpoint was written yet, "
+         "so there is nothing to resume: free space or fix permissions, then train again with --overwrite", 2,
+         the_fix_given_works),
+    Case("run-full-disk-model", "run", "disk full before the first checkpoint (writing the best model)", TRAIN,
+         full_disk_at("model"),
+         ERR + "<run>: cannot write the model (No space left on device); no checkpoint was written yet, so there is "
+         "nothing to resume: free space or fix permissions, then train again with --overwrite", 2,
+         the_fix_given_works),
+    Case("run-full-disk-metrics", "run", "disk full while appending to `metrics.jsonl`", TRAIN,
+         full_disk_at("metrics.jsonl"),
+         ERR + "<run>: cannot write (No space left on device); no checkpoint was written yet, so there is nothing "
+         "to resume: free space or fix permissions, then train again with --overwrite", 2, the_fix_given_works),
+    # ------------------------------------------------ damaged or tampered run dirs
+    Case("run-config-invalid", "run", "run dir whose `model/config.yaml` is not YAML", "mtbert predict RUN --task sent",
+         damaged(writing("config.yaml", "tasks: [\n")),
+         ERR + "<run>/model/config.yaml: line 2: not valid YAML (expected the node content, but found "
+         "'<stream end>'); restore it from a copy of the run, or train the run again", 2),
+    Case("run-labels-missing", "run", "run dir without `model/labels.json`", "mtbert predict RUN --task sent",
+         damaged(removing("labels.json")),
+         ERR + "<run>/model/labels.json: missing; restore it from a copy of the run, or train the run again", 2),
+    Case("run-labels-invalid", "run", "`labels.json` that is not JSON", "mtbert predict RUN --task sent",
+         damaged(writing("labels.json", '{"sent": ["neg", ')),
+         ERR + "<run>/model/labels.json: not valid JSON (Expecting value, line 1); restore it from a copy of the run, "
+         "or train the run again", 2),
+    Case("run-labels-no-task", "run", "`labels.json` without a task's labels", "mtbert predict RUN --task sent",
+         damaged(writing("labels.json", '{"other": ["a", "b"]}')),
+         ERR + "<run>/model/labels.json: no list of label names for task 'sent' (classification), which config.yaml "
+         "names; restore it from a copy of the run, or train the run again", 2),
+    Case("run-labels-mismatch", "run", "`labels.json` with more labels than the head has outputs",
+         "mtbert predict RUN --task sent", damaged(writing("labels.json", '{"sent": ["neg", "neutral", "pos"]}')),
+         ERR + "<run>/model/heads.safetensors: task 'sent' tensor 'out.weight' is [2, 32], but its head takes [3, 32] "
+         "(encoder hidden size 32, 3 labels in labels.json): the files of model/ come from different runs; restore "
+         "it from a copy of the run, or train the run again", 2),
+    Case("run-heads-truncated", "run", "`heads.safetensors` cut short", "mtbert predict RUN --task sent",
+         damaged(truncating("heads.safetensors", 100)),
+         ERR + "<run>/model/heads.safetensors: not a valid safetensors file (Error while deserializing header: "
+         "invalid header length); restore it from a copy of the run, or train the run again", 2),
+    Case("run-heads-missing-task", "run", "`heads.safetensors` without a task's head", "mtbert predict RUN --task sent",
+         damaged(heads_of_another_task),
+         ERR + "<run>/model/heads.safetensors: no weights for task 'sent', which config.yaml names; restore it from "
+         "a copy of the run, or train the run again", 2),
+    Case("run-encoder-other-size", "run", "an encoder of another size than the heads'", "mtbert predict RUN --task sent",
+         damaged(encoder_of_another_size),
+         ERR + "<run>/model/heads.safetensors: task 'sent' tensor 'out.weight' is [2, 32], but its head takes [2, 64] "
+         "(encoder hidden size 64, 2 labels in labels.json): the files of model/ come from different runs; restore "
+         "it from a copy of the run, or train the run again", 2),
+    Case("run-encoder-garbage", "run", "encoder `model.safetensors` that is random bytes",
+         "mtbert predict RUN --task sent", damaged(writing("encoder/model.safetensors", bytes(range(256)) * 20)),
+         ERR + "<run>/model/encoder/model.safetensors: not a valid safetensors file (Error while deserializing "
+         "header: …); restore it from a copy of the run, or train the run again", 2),
+    Case("run-pickle-as-safetensors", "run", "a (malicious) pickle named `heads.safetensors`",
+         "mtbert predict RUN --task sent", damaged(pickle_as_safetensors),
+         ERR + "<run>/model/heads.safetensors: not a valid safetensors file (Error while deserializing header: "
+         "header too large); restore it from a copy of the run, or train the run again", 2, payload_never_ran),
+    Case("run-huge-header", "run", "safetensors header claiming 2^62 bytes", "mtbert predict RUN --task sent",
+         damaged(huge_header),
+         ERR + "<run>/model/encoder/model.safetensors: not a valid safetensors file (Error while deserializing "
+         "header: header too large); restore it from a copy of the run, or train the run again", 2),
+    Case("run-encoder-config-missing", "run", "encoder without `config.json`", "mtbert predict RUN --task sent",
+         damaged(removing("encoder/config.json")),
+         ERR + "<run>/model/encoder/config.json: missing; restore it from a copy of the run, or train the run again",
+         2),
+    Case("run-reads-outside", "run", "a run whose config names a file of yours as `dev` (`/etc/passwd`)",
+         "mtbert evaluate RUN", reading_outside_the_run,
+         ERR + "tasks.sent.columns.text: column 'sentence' not in <tmp>/secret.txt header; is it this task's file? "
+         "pass --data sent=PATH to read another", 2),
+    # ------------------------------------------------ damaged or tampered ONNX bundles
+    Case("run-bundle-onnx-truncated", "run", "bundle whose `model.onnx` is cut short",
+         "mtbert predict BUNDLE --task sent --engine onnx", damaged(truncating("model.onnx", 5000), "onnx"),
+         ERR + "<run>/model.onnx: onnxruntime cannot load it (…); export the bundle again (mtbert export RUN_DIR -o "
+         "FOLDER)", 2),
+    Case("run-bundle-manifest-corrupt", "run", "bundle whose `manifest.json` is not JSON",
+         "mtbert predict BUNDLE --task sent --engine onnx", damaged(writing("manifest.json", "{"), "onnx"),
+         ERR + "<run>/manifest.json: not valid JSON (Expecting property name enclosed in double quotes, line 1); "
+         "export the bundle again (mtbert export RUN_DIR -o FOLDER)", 2),
+    Case("run-bundle-manifest-foreign", "run", "bundle whose `manifest.json` is another format's",
+         "mtbert predict BUNDLE --task sent --engine onnx", damaged(writing("manifest.json", '{"format": "x/2"}'), "onnx"),
+         ERR + "<run>/manifest.json: format 'x/2' is not 'mtbert-onnx/1', the bundles this mtbert reads; export the "
+         "bundle again (mtbert export RUN_DIR -o FOLDER)", 2),
+    Case("run-bundle-config-invalid", "run", "bundle whose `config.yaml` is not YAML",
+         "mtbert predict BUNDLE --task sent --engine onnx", damaged(writing("config.yaml", "tasks: [\n"), "onnx"),
+         ERR + "<run>/config.yaml: line 2: not valid YAML (expected the node content, but found '<stream end>'); "
+         "export the bundle again (mtbert export RUN_DIR -o FOLDER)", 2),
+    Case("run-bundle-labels-mismatch", "run", "bundle whose `labels.json` has more labels than the graph's outputs",
+         "mtbert predict BUNDLE --task sent --engine onnx",
+         damaged(writing("labels.json", '{"sent": ["neg", "neutral", "pos"]}'), "onnx"),
+         ERR + "<run>/labels.json: task 'sent' lists 3 labels, but model.onnx gives 2 per input; export the bundle "
+         "again (mtbert export RUN_DIR -o FOLDER)", 2),
+    Case("run-bundle-tokenizer-corrupt", "run", "bundle whose `tokenizer.json` is not JSON",
+         "mtbert predict BUNDLE --task sent --engine onnx", damaged(writing("tokenizer.json", "{"), "onnx"),
+         ERR + "<run>/tokenizer.json: not a tokenizer the tokenizers library reads (…); export the bundle again "
+         "(mtbert export RUN_DIR -o FOLDER)", 2),
     # ------------------------------------------------ security
     Case("security-pickled-encoder", "security",
          "run dir whose encoder is a (malicious) pickled `pytorch_model.bin` instead of `model.safetensors`",
@@ -576,6 +962,14 @@ def trained_run(tmp_path_factory, tiny_bert) -> Path:
     run = tmp / "run"
     train(load_config(tmp / "config.yaml"), run)
     return run
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(trained_run, tmp_path_factory) -> Path:
+    """The trained run exported to ONNX: the bundle the bundle rows damage (each a copy)."""
+    from mtbert.inference.export import export_onnx
+
+    return export_onnx(trained_run, tmp_path_factory.mktemp("bad_inputs_bundle") / "bundle")
 
 
 def pattern(sees: str, env: Env) -> re.Pattern:

@@ -46,6 +46,9 @@ def cmd_train(args) -> int:
     if args.run_dir or args.resume:
         cfg.run_dir = args.run_dir or args.resume
     run_dir = Path(cfg.run_dir)
+    check_output_dir(run_dir, "--resume" if args.resume else "--run-dir" if args.run_dir else "run_dir",
+                     "make it writable to resume" if args.resume else
+                     "make it writable, or train into another folder with --run-dir DIR")
     # under torchrun every rank takes the same decision before rank 0 clears or writes anything
     ranks = from_env(cfg.training.dist_timeout, cfg.training.device)
     resume = False
@@ -62,6 +65,16 @@ def cmd_train(args) -> int:
     ranks.barrier()
     try:
         summary = train(cfg, run_dir, resume=resume)
+    except OSError as err:
+        # a write the run dir refused after the start (full disk, folder made read-only): the machine's
+        # doing, told with the one next step that works (any other file's refusal: main() tells it)
+        # (a failed write names no file: training writes only into the run dir)
+        inside = err.filename is None or Path(os.path.abspath(err.filename)).is_relative_to(run_dir.absolute())
+        if (line := os_error_line(err, run_dir)) is None or not inside:
+            raise
+        from mtbert.training.checkpoint import after_write_failure
+
+        raise UserError(f"{line}; {after_write_failure(run_dir)}") from None
     except TrainingInterrupted as stop:
         if stop.is_main:
             print(f"mtbert: interrupted at step {stop.step}; a checkpoint is saved. Resume with: "
@@ -115,6 +128,38 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def check_output_dir(folder: Path, flag: str, fix: str, named: Path | None = None) -> None:
+    """Refuse a folder mtbert is to write into that is a file, or cannot be written (read-only, not
+    permitted), before any work is spent: its closest existing part is tried with a nameless temporary
+    file, which leaves nothing behind. The message names `named` (the file to write in it), or the folder."""
+    import tempfile
+
+    where = f"{flag} {named or folder}" if flag else str(named or folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        part = "a file" if existing == folder else f"{existing} is a file"
+        raise UserError(f"{where}: {part}, not a folder; give a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"{where}: cannot write in {existing} ({err.strerror}); {fix}") from None
+
+
+def os_error_line(err: OSError, where: Path | str = "a file") -> str | None:
+    """'<file>: <reason>' for what the machine refused (full disk, read-only or forbidden file), which is no
+    bug of mtbert's; None for any other OSError."""
+    import errno
+
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    where = err.filename or where
+    return f"{where}: cannot write ({err.strerror})" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) \
+        else f"{where}: {err.strerror}"
+
+
 def _fresh_run_dir(run_dir: Path, overwrite: bool, clear: bool = True) -> None:
     if (run_dir / "model").exists() or (run_dir / "metrics.jsonl").exists() or (run_dir / "compare.md").exists():
         if not overwrite:
@@ -152,6 +197,8 @@ def cmd_compare(args) -> int:
         raise UserError(f"--jobs {args.jobs}: give 1 or more (trainings at once, one thread each)")
     cfg = finish(raw, args.config)  # validate once up front: a typo fails now, not after the first run
     run_dir = Path(args.run_dir or f"{cfg.run_dir}-compare")
+    check_output_dir(run_dir, "--run-dir" if args.run_dir else "run_dir",
+                     "make it writable, or write elsewhere with --run-dir DIR")
     if args.overwrite:
         _fresh_run_dir(run_dir, True)
     compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs)
@@ -211,7 +258,7 @@ def evaluate_split(predictor, split: str, tasks: list[str], overrides: dict[str,
         if name not in overrides and getattr(task, split) is None:
             log.warning("task %s: no %s split in the config; skipped (pass --data %s=PATH)", name, split, name)
             continue
-        examples = read_split(cfg, name, split, overrides.get(name))
+        examples = read_split(cfg, name, split, overrides.get(name), from_run=True)
         labels = predictor.labels.get(name)
         feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
                        pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
@@ -244,7 +291,7 @@ def predict_split(predictor, args) -> int:
         if getattr(task, args.split) is None:
             log.warning("task %s: no %s file in the config; skipped", name, args.split)
             continue
-        examples = read_split(cfg, name, args.split, with_labels=False)
+        examples = read_split(cfg, name, args.split, with_labels=False, from_run=True)
         # the reader built and checked the Examples: predict them as they are, not via dicts parsed again
         results = answers(task, predictor.labels.get(name), predictor.predict_examples(name, examples), args.probas)
         if args.format == "minbert":
@@ -275,6 +322,7 @@ def cmd_predict(args) -> int:
     from mtbert.inference.engines import load_predictor
     from mtbert.io import atomic_write
 
+    _check_predict_output(args)
     predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size, precision=args.precision)
     if args.all:
         return cmd_predict_all(predictor, args)
@@ -320,6 +368,23 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _check_predict_output(args) -> None:
+    """--output names a file (--input, --all) or, with --split, a folder: the wrong kind, or a folder that
+    cannot be written, is told before the model is loaded."""
+    if not args.output:
+        return
+    out = Path(args.output)
+    if args.split and not args.all:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--output {out}: a file; with --split, --output names the folder for the prediction "
+                            "files (one per task)")
+        check_output_dir(out, "--output", "make it writable, or give another folder")
+        return
+    if out.is_dir():
+        raise UserError(f"--output {out}: a folder; give the path of the JSON Lines file to write")
+    check_output_dir(out.parent, "--output", "make it writable, or give another file", named=out)
+
+
 def cmd_predict_all(predictor, args) -> int:
     """--all: every single-text head on each input text, streamed (inference/batch.py)."""
     from mtbert.inference.batch import predict_all_file
@@ -350,6 +415,8 @@ def cmd_serve(args) -> int:
         raise UserError(f"--max-wait-ms {args.max_wait_ms}: give 0 or more milliseconds")
     if not 0 < args.read_timeout < float("inf"):
         raise UserError(f"--read-timeout {args.read_timeout:g}: give a number of seconds above 0")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: a TCP port is 0 to 65535 (0: any free port)")
     limits = Limits(max_inputs=args.max_inputs, max_chars=args.max_chars, batch_size=args.max_batch,
                     max_wait_ms=args.max_wait_ms, read_timeout_s=args.read_timeout)
     serve(load_predictor(args.run_dir, args.engine, precision=args.precision), host=args.host, port=args.port,
@@ -358,8 +425,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from mtbert.inference.export import export_onnx
+    from mtbert.inference.export import default_out_dir, export_onnx
+    from mtbert.rundir import model_dir
 
+    model_dir(args.run_dir)  # no run there: say that first
+    out = Path(args.output) if args.output else default_out_dir(args.run_dir, args.quantize)
+    check_output_dir(out.parent, "-o" if args.output else "", "make it writable, or give another -o FOLDER",
+                     named=out)
     print(export_onnx(args.run_dir, args.output, args.quantize))
     return 0
 
@@ -472,6 +544,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as err:
         print(f"mtbert: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if (line := os_error_line(err)) is None:
+            raise
+        print(f"mtbert: error: {line}; free space or fix the permissions, then run the command again",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mtbert: interrupted", file=sys.stderr)

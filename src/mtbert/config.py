@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from mtbert.errors import UserError
-from mtbert.tasks import TASK_TYPES, check_metric_name, default_metrics
+from mtbert.tasks import TASK_TYPES, check_metric_fits, check_metric_name, default_metrics
 
 Column = int | str
 
@@ -102,6 +102,18 @@ class TaskConfig(_Strict):
     def _known_metric(cls, value, info: ValidationInfo):
         for name in [value] if isinstance(value, str) else value or []:
             check_metric_name(name, _import_metrics(info))
+            if "type" in info.data:  # fields validate in order: type is known unless it was itself wrong
+                check_metric_fits(name, info.data["type"])
+        return value
+
+    @field_validator("loss")
+    @classmethod
+    def _bce_two_labels(cls, value, info: ValidationInfo):
+        labels, num_labels = info.data.get("labels"), info.data.get("num_labels")
+        count = len(labels) if labels is not None else num_labels
+        if value == "bce" and count is not None and count != 2:
+            raise ValueError(f"'bce' is one sigmoid output for two classes, but the task has {count} labels; "
+                             "use loss: cross_entropy")
         return value
 
     @model_validator(mode="after")
@@ -243,7 +255,7 @@ class Config(_Strict):
     backbone_impl: Literal["hf", "minbert"] = "hf"  # transformers' AutoModel, or our own BERT (modeling/minbert.py)
     data_dir: str = "."
     run_dir: str | None = None
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # what numpy's and torch's generators take
     max_length: Annotated[int, Field(gt=8)] = 128
     tasks: dict[str, TaskConfig]
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -271,6 +283,7 @@ class Config(_Strict):
             if metric:
                 try:
                     check_metric_name(metric)
+                    check_metric_fits(metric, self.tasks[task].type)
                 except ValueError as err:
                     raise ValueError(f"training.target_metric '{target}': {err}") from None
         return self
@@ -415,6 +428,9 @@ def read_config_file(path: str | Path) -> dict:
             raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except _DuplicateKey as dup:
         raise UserError(f"{path}: {dup.message()}") from None
+    except RecursionError:  # the parsers recurse per level: [[[[... 100,000 deep exhausts the stack
+        raise UserError(f"{path}: nested too deeply to read as {kind}; a config is a mapping a few levels "
+                        "deep (tasks, training, columns)") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         detail = getattr(err, "problem", None) or getattr(err, "msg", None) or type(err).__name__
         mark = getattr(err, "problem_mark", None)
@@ -612,6 +628,28 @@ def check_data_files(cfg: Config, source: str = "config") -> None:
                 )
 
 
+def check_backbone(cfg: Config, source: str = "config") -> None:
+    """What the config asks of the encoder, checked against its config.json (no weights are loaded), so a
+    mismatch is told before any data is read rather than at the first step or the first dev evaluation."""
+    from mtbert.modeling.encoder import encoder_config, has_pooler, position_limit
+
+    try:
+        encoder = encoder_config(cfg.backbone)
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
+    limit = position_limit(encoder)
+    lengths = {"max_length": cfg.max_length} | {f"tasks.{n}.max_length": t.max_length
+                                                 for n, t in cfg.tasks.items() if t.max_length}
+    for key, length in lengths.items():
+        if limit is not None and length > limit:
+            raise UserError(f"{source}: {key}: {length} is more than the {limit} positions backbone "
+                            f"'{cfg.backbone}' has ({encoder.model_type}); use {limit} or less")
+    pooled = [n for n, t in cfg.tasks.items() if t.pooling == "pooler"]
+    if pooled and has_pooler(encoder, cfg.backbone_impl) is False:
+        raise UserError(f"{source}: tasks.{pooled[0]}.pooling: 'pooler' needs an encoder with a pooler layer, and "
+                        f"backbone '{cfg.backbone}' ({encoder.model_type}) has none; use pooling: cls or mean")
+
+
 def load_raw(path: str | Path, overrides: list[str] | None = None) -> dict:
     """The config as a dict, after overrides, variables and task_defaults, before validation."""
     raw = apply_overrides(read_config_file(path), overrides or [])
@@ -627,7 +665,8 @@ def finish(raw: dict, path: str | Path, check_files: bool = True) -> Config:
     cfg.data_dir = str(Path(cfg.data_dir).resolve())
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / Path(path).stem)
-    if check_files:
+    if check_files:  # what lies outside the config: the backbone, then the data files
+        check_backbone(cfg, str(path))
         check_data_files(cfg, str(path))
     return cfg
 

@@ -27,12 +27,13 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mtbert.config import Config, validate
+from mtbert.config import Config
 from mtbert.errors import UserError
 from mtbert.io import atomic_write_dir, atomic_write_text, resolve_dir
 from mtbert.modeling.encoder import load_saved_encoder
 from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
+from mtbert.runfiles import RUN_FIX, read_labels, read_saved_config
 
 MODEL = "model"
 
@@ -61,11 +62,15 @@ def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, lab
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "config.yaml").write_text(config_yaml(cfg, precision), encoding="utf-8")
 
+    from mtbert.training.checkpoint import after_write_failure
+
+    had_model = (run_dir / MODEL).is_dir()
     try:
         atomic_write_dir(run_dir / MODEL, write)
     except (OSError, SafetensorError) as err:  # full disk, read-only run dir: the previous model/ is intact
+        kept = "the previous best model is intact; " if had_model else ""
         raise UserError(f"{run_dir}: cannot write the model ({getattr(err, 'strerror', None) or err}); "
-                        "the previous best model is intact. Free space or fix permissions, then resume") from None
+                        f"{kept}{after_write_failure(run_dir)}") from None
 
 
 def model_dir(run_dir: str | Path) -> Path:
@@ -74,9 +79,41 @@ def model_dir(run_dir: str | Path) -> Path:
     if not (found / "heads.safetensors").is_file():
         if not run_dir.exists():
             raise UserError(f"{run_dir}: no such run directory")
+        if (found / "config.yaml").is_file():  # a model/ that lost a file, not a run that never finished
+            raise UserError(f"{found / 'heads.safetensors'}: missing; {RUN_FIX}")
         raise UserError(f"{run_dir}: holds no trained model ({run_dir / MODEL} is missing); "
                         "train first with: mtbert train CONFIG")
     return found
+
+
+def _read_safetensors(file: Path) -> dict:
+    """A safetensors file as tensors; anything else (garbage, a pickle under this name, a header claiming
+    2^62 bytes, a cut-off file) is refused by safetensors' parser and told in one line, never unpickled."""
+    if not file.is_file():
+        raise UserError(f"{file}: missing; {RUN_FIX}")
+    try:
+        return load_file(file)
+    except SafetensorError as err:
+        raise UserError(f"{file}: not a valid safetensors file ({err}); {RUN_FIX}") from None
+
+
+def _check_head_state(file: Path, task: str, head, saved: dict, hidden: int, labels: list | None) -> None:
+    """The saved weights of one task's head against the head the config, labels.json and the encoder call
+    for: a head missing, or one from another run (other labels, another encoder size), is named."""
+    expected = head.state_dict()
+    if not saved:
+        raise UserError(f"{file}: no weights for task '{task}', which config.yaml names; {RUN_FIX}")
+    for key, tensor in expected.items():
+        if key not in saved:
+            raise UserError(f"{file}: task '{task}' lacks its tensor '{key}'; {RUN_FIX}")
+        if saved[key].shape != tensor.shape:
+            sizes = f"encoder hidden size {hidden}" + (f", {len(labels)} labels in labels.json" if labels else "")
+            raise UserError(f"{file}: task '{task}' tensor '{key}' is {list(saved[key].shape)}, but its head takes "
+                            f"{list(tensor.shape)} ({sizes}): the files of model/ come from different runs; "
+                            f"{RUN_FIX}")
+    extra = sorted(set(saved) - set(expected))
+    if extra:
+        raise UserError(f"{file}: task '{task}' has tensors its head does not ({', '.join(extra[:3])}); {RUN_FIX}")
 
 
 def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[Config, MultiTaskModel, object, dict]:
@@ -86,9 +123,8 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
 
     path = model_dir(run_dir)
     # the saved config names custom metrics by reference only: loading a run never imports them
-    cfg = validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path / "config.yaml"),
-                   import_metrics=False)
-    labels = json.loads((path / "labels.json").read_text(encoding="utf-8"))
+    cfg = read_saved_config(path / "config.yaml", RUN_FIX)
+    labels = read_labels(path / "labels.json", cfg, RUN_FIX)
     # safetensors only: no pickle from a run dir is ever unpickled
     if backbone_impl:
         cfg.backbone_impl = backbone_impl
@@ -98,12 +134,13 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
     hidden = encoder.config.hidden_size
     heads = {name: build_head(task, hidden, labels.get(name)) for name, task in cfg.tasks.items()}
     model = MultiTaskModel(encoder, heads, {n: t.type for n, t in cfg.tasks.items()})
-    state = load_file(path / "heads.safetensors")
+    state = _read_safetensors(path / "heads.safetensors")
     for name, head in model.heads.items():
         prefix = f"{name}."
         head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if "class_weights" in head_state:
             head.class_weights = torch.empty_like(head_state["class_weights"])
+        _check_head_state(path / "heads.safetensors", name, head, head_state, hidden, labels.get(name))
         head.load_state_dict(head_state)
     model.eval()
     return cfg, model, tokenizer, labels

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtbert.evaluation.metrics import METRICS, resolve_custom
+from mtbert.evaluation.metrics import METRICS, METRICS_FOR_TYPE, resolve_custom
 
 TASK_TYPES = ("classification", "regression", "multiple_choice", "sequence_labeling")
 
@@ -37,3 +37,14 @@ def check_metric_name(name: str, import_custom: bool = True) -> None:
     if name not in METRICS:
         raise ValueError(f"unknown metric '{name}'; use one of {', '.join(METRICS)} or 'module:function'")
 
+
+
+def check_metric_fits(name: str, task_type: str) -> None:
+    """Raise ValueError for a built-in metric that does not score this task type (ner_f1 on a classifier,
+    accuracy on a regression): found at validation, not at the first dev evaluation after training time."""
+    if ":" in name or name not in METRICS:
+        return
+    fitting = METRICS_FOR_TYPE[task_type]
+    if name not in fitting:
+        raise ValueError(f"'{name}' does not apply to {task_type} tasks; use one of {', '.join(fitting)} "
+                         "or 'module:function'")

@@ -52,6 +52,15 @@ class BadRow(Exception):
     """A row that cannot become an Example; the reader adds file and line."""
 
 
+class ColumnNotInHeader(UserError):
+    """A configured column the header lacks; `without_header` is the message that does not quote the
+    header line, for a file named by a loaded run's config (it may be any file of the user's)."""
+
+    def __init__(self, message: str, without_header: str):
+        super().__init__(message)
+        self.without_header = without_header
+
+
 def _column_index(spec, header: list[str] | None, key: str, source: str, task: str) -> int:
     if isinstance(spec, int):
         return spec
@@ -62,7 +71,8 @@ def _column_index(spec, header: list[str] | None, key: str, source: str, task: s
                         "(header: false); give a 0-based column index")
     if spec not in header:
         shown = ", ".join(h if h else "''" for h in header)
-        raise UserError(f"tasks.{task}.columns.{key}: column '{spec}' not in {source} header ({shown})")
+        where = f"tasks.{task}.columns.{key}: column '{spec}' not in {source} header"
+        raise ColumnNotInHeader(f"{where} ({shown})", f"{where}; is it this task's file? pass --data {task}=PATH to read another")
     return header.index(spec)
 
 
@@ -197,6 +207,9 @@ def _read_jsonl(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
             except json.JSONDecodeError as err:
                 yield line, BadRow(f"not valid JSON ({err.msg})")
                 continue
+            except RecursionError:  # json recurses per level: [[[[... 100,000 deep exhausts the stack
+                yield line, BadRow("nested too deeply to read")
+                continue
             if not isinstance(record, dict):
                 yield line, BadRow("expected a JSON object")
                 continue
@@ -309,8 +322,10 @@ def _read_hf(cfg: Config, task: TaskConfig, split: str, name: str) -> Iterator[t
 
 
 def read_split(cfg: Config, name: str, split: str, path_override: str | None = None,
-               with_labels: bool = True) -> list[Example]:
-    """All examples of one task's split ('train', 'dev' or 'test'); `with_labels=False` reads inputs only."""
+               with_labels: bool = True, from_run: bool = False) -> list[Example]:
+    """All examples of one task's split ('train', 'dev' or 'test'); `with_labels=False` reads inputs only.
+    `from_run`: the config is a loaded run's, whose paths may name any file of the user's (/etc/passwd):
+    an error then quotes no more of the file than the offending field."""
     task = cfg.tasks[name]
     if not with_labels and task.type != "sequence_labeling":
         task = task.model_copy(update={"columns": task.columns.model_copy(update={"label": None})})
@@ -346,6 +361,10 @@ def read_split(cfg: Config, name: str, split: str, path_override: str | None = N
     except UnicodeDecodeError as err:
         raise UserError(f"{source}: not valid UTF-8 (byte {err.start} of a line: {err.reason}); "
                         "re-save the file as UTF-8") from None
+    except ColumnNotInHeader as err:
+        if from_run and not path_override:
+            raise UserError(err.without_header) from None
+        raise
     if skipped:
         log.warning("tasks.%s: skipped %d bad row(s) in %s (first: %s)", name, skipped, source, first_bad)
     if not examples:

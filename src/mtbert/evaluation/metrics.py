@@ -101,12 +101,13 @@ METRICS: dict[str, Callable] = {
     "ner_f1": ner_f1,
 }
 
-# which built-in metrics make sense for which task type
+# which built-in metrics make sense for which task type (the config refuses the others: they would fail, or
+# score nonsense, only at the first dev evaluation). Multiple choice is classification over the choices.
 METRICS_FOR_TYPE = {
     "classification": ["accuracy", "f1", "f1_macro", "mcc", "roc_auc"],
     "regression": ["pearson", "spearman"],
-    "multiple_choice": ["accuracy", "f1_macro"],
-    "sequence_labeling": ["ner_f1", "accuracy"],
+    "multiple_choice": ["accuracy", "f1_macro", "mcc", "roc_auc"],
+    "sequence_labeling": ["ner_f1"],
 }
 
 

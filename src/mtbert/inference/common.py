@@ -153,6 +153,9 @@ def read_jsonl(source: str) -> Iterator[tuple[int, object]]:
             except json.JSONDecodeError as err:
                 raise UserError(f"{source} line {line_no}: not valid JSON ({err.msg}); "
                                 "each line must be one JSON object, e.g. {\"text\": \"...\"}") from None
+            except RecursionError:  # json recurses per level of [ or {: no input is that deep
+                raise UserError(f"{source} line {line_no}: nested too deeply to read; each line must be one "
+                                "JSON object, e.g. {\"text\": \"...\"}") from None
 
 
 class PredictorBase:

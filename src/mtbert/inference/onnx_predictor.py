@@ -7,17 +7,17 @@ padded with numpy. See `inference/export.py` for the bundle's layout.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from mtbert.config import validate
 from mtbert.data.bucketing import length_batches
 from mtbert.data.windows import Window
 from mtbert.errors import UserError
 from mtbert.inference.common import PredictorBase, decode_rows
+from mtbert.runfiles import BUNDLE_FIX, LABELLED, read_json, read_labels, read_saved_config
+
+FORMAT = "mtbert-onnx/1"  # manifest.json's "format", as inference/export.py writes it
 
 
 def find_bundle(path: str | Path) -> Path:
@@ -30,6 +30,38 @@ def find_bundle(path: str | Path) -> Path:
         raise UserError(f"{path}: no such directory")
     raise UserError(f"{path}: holds no ONNX model (model.onnx and manifest.json); export one with: "
                     f"mtbert export {path} --format onnx")
+
+
+def read_manifest(file: Path) -> dict:
+    manifest = read_json(file, BUNDLE_FIX)
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{file}: format {manifest.get('format')!r} is not {FORMAT!r}, the bundles this mtbert "
+                        f"reads; {BUNDLE_FIX}")
+    pad = manifest.get("pad_token_id", 0)
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+        raise UserError(f"{file}: pad_token_id {pad!r} is not a token id; {BUNDLE_FIX}")
+    return manifest
+
+
+def _read_tokenizer(file: Path, tokenizer_class) -> str:
+    if not file.is_file():
+        raise UserError(f"{file}: missing; {BUNDLE_FIX}")
+    try:
+        return tokenizer_class.from_file(str(file)).to_str()
+    except Exception as err:  # the tokenizers library raises a bare Exception for a file it cannot parse
+        raise UserError(f"{file}: not a tokenizer the tokenizers library reads ({err}); {BUNDLE_FIX}") from None
+
+
+def _session(file: Path, options):
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile,
+            ort_errors.InvalidArgument, ort_errors.NotImplemented) as err:  # a cut-off or foreign model.onnx
+        reason = str(err).split(" : ")[-1].splitlines()[0]
+        raise UserError(f"{file}: onnxruntime cannot load it ({reason}); {BUNDLE_FIX}") from None
 
 
 class _Encoded:
@@ -56,13 +88,13 @@ class OnnxPredictor(PredictorBase):
         from tokenizers import Tokenizer
 
         self.path = find_bundle(path)
-        self.manifest = json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
-        config = self.path / "config.yaml"
-        self.cfg = validate(yaml.safe_load(config.read_text(encoding="utf-8")), str(config))
-        self.labels = json.loads((self.path / "labels.json").read_text(encoding="utf-8"))
+        self.manifest = read_manifest(self.path / "manifest.json")
+        # the bundle's config names custom metrics by reference only: loading it never imports them
+        self.cfg = read_saved_config(self.path / "config.yaml", BUNDLE_FIX)
+        self.labels = read_labels(self.path / "labels.json", self.cfg, BUNDLE_FIX)
         self.batch_size = batch_size
-        self.pad_id = int(self.manifest.get("pad_token_id", 0))
-        self._tokenizer_json = Tokenizer.from_file(str(self.path / "tokenizer.json")).to_str()
+        self.pad_id = self.manifest.get("pad_token_id", 0)
+        self._tokenizer_json = _read_tokenizer(self.path / "tokenizer.json", Tokenizer)
         self._tokenizers: dict[int, Tokenizer] = {}
         options = ort.SessionOptions()
         if threads:
@@ -70,13 +102,26 @@ class OnnxPredictor(PredictorBase):
         # onnxruntime's threads spin after each run by default, waiting for the next; in a server the
         # cores are shared with the event loop, HTTP parsing and tokenising, which the spinning starves
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = _session(self.path / "model.onnx", options)
         self.outputs = [o.name for o in self.session.get_outputs()]
         # the graph's own inputs: token_type_ids only for an encoder that reads them (export.graph_inputs)
         self.inputs = [i.name for i in self.session.get_inputs()]
         missing = [t for t in self.cfg.tasks if t not in self.outputs]
         if missing:
             raise UserError(f"{self.path}: model.onnx has no output for task(s) {', '.join(missing)}; export it again")
+        self._check_label_counts()
+
+    def _check_label_counts(self) -> None:
+        """A labelled task's output has one column per label: labels.json from another export would name
+        the wrong classes without a word."""
+        for out in self.session.get_outputs():
+            task = self.cfg.tasks.get(out.name)
+            width = out.shape[-1] if out.shape else None
+            if task is None or task.type not in LABELLED or not isinstance(width, int):
+                continue
+            if len(self.labels[out.name]) != width:
+                raise UserError(f"{self.path / 'labels.json'}: task '{out.name}' lists {len(self.labels[out.name])} "
+                                f"labels, but model.onnx gives {width} per input; {BUNDLE_FIX}")
 
     # --- tokenisation
     def _tokenizer(self, max_length: int, stride: int = 0):

@@ -75,7 +75,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
 
     def write(tmp: Path) -> None:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _save_optimizer(optimizer.state_dict(), tmp / "optimizer.pt")
         save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
         state = {**trainer_state, "rng": global_rng_state()}
         (tmp / "trainer.json").write_text(json.dumps(state), encoding="utf-8")
@@ -83,14 +83,30 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
     try:
         atomic_write_dir(path, write)
     except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error type
-        previous = checkpoints(run_dir)
-        kept = f"; the previous checkpoint {previous[-1].name} is intact" if previous else ""
         reason = getattr(err, "strerror", None) or str(err)
-        raise UserError(f"{run_dir}: cannot write checkpoint at step {step} ({reason}){kept}. "
-                        "Free space or fix permissions, then resume with --resume") from None
+        raise UserError(f"{run_dir}: cannot write checkpoint at step {step} ({reason}); "
+                        f"{after_write_failure(run_dir)}") from None
     for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _save_optimizer(state: dict, path: Path) -> None:
+    # through a Python file: torch's own writer reports a full disk as a RuntimeError ("file write
+    # failed"), a file object's write as the OSError it is
+    with open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def after_write_failure(run_dir: Path) -> str:
+    """What to do after a write into the run dir failed (full disk, read-only folder): the one step that
+    works, whether a checkpoint exists to resume from or not."""
+    found = checkpoints(run_dir)
+    if found:
+        return (f"checkpoint {found[-1].name} is intact: free space or fix permissions, then resume with "
+                f"--resume {run_dir}")
+    return ("no checkpoint was written yet, so there is nothing to resume: free space or fix permissions, "
+            "then train again with --overwrite")
 
 
 def load_checkpoint(path: Path, model, optimizer) -> dict:

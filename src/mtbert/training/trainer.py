@@ -79,6 +79,7 @@ def prepare_data(cfg: Config, tokenizer, need_train: bool = True) -> dict[str, T
             raise UserError(f"tasks.{name}.train: missing; training needs a train file for every task")
         train = read_split(cfg, name, "train") if need_train else []
         labels = build_labels(task.type, train, task.labels, task.num_labels, name)
+        check_bce_labels(name, task, labels)
         td = TaskData(name, task, labels, train)
         max_len = cfg.max_length_for(name)
         td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name, pair_encoding=task.pair_encoding) if train else []
@@ -91,6 +92,15 @@ def prepare_data(cfg: Config, tokenizer, need_train: bool = True) -> dict[str, T
         log.info("task %s (%s): %d train, %d dev examples%s", name, task.type, len(train), len(td.dev),
                  f", {len(labels)} labels" if labels else "")
     return data
+
+
+def check_bce_labels(name: str, task: TaskConfig, labels: list[str] | None) -> None:
+    """`loss: bce` with labels read from train (the config checks labels it lists): refused before the first
+    step, not by the head's constructor."""
+    if task.loss == "bce" and labels and len(labels) != 2:
+        shown = ", ".join(labels[:20]) + (", ..." if len(labels) > 20 else "")
+        raise UserError(f"tasks.{name}.loss: 'bce' is one sigmoid output for two classes, but train has "
+                        f"{len(labels)} labels ({shown}); use loss: cross_entropy")
 
 
 def class_weights(td: TaskData) -> list[float] | None:
