@@ -243,7 +243,7 @@ FLAGS = [
                                                       "minbert", "--output", str(env.folder)], 0),
     Flag("predict-split-output-over-data",
          lambda env: ["predict", str(env.split_run_over("sent-dev-predictions.jsonl")), "--split", "dev",
-                      "--output", str(env.folder)], 2, "would be written over tasks.sent.dev"),
+                      "--output", str(env.folder)], 2, "sent-dev-predictions.jsonl: is tasks.sent.dev"),
     Flag("export-new-folder", lambda env: ["export", str(env.run), "-o", str(env.folder / "bundle")], 0),
     Flag("export-folder-of-other-files", lambda env: ["export", str(env.run), "-o", str(env.folder)], 2,
          "holds files that mtbert export did not write"),

@@ -99,6 +99,8 @@ def cmd_convert(args) -> int:
     from mtbert.config import finish, read_config_file
     from mtbert.io import atomic_write_text
 
+    if args.output != "-":
+        _refuse_writing_inputs("-o", Path(args.output), [("is the config being converted", Path(args.config))])
     raw = read_config_file(args.config)
     if not is_deeppavlov_config(raw):
         raise UserError(f"{args.config}: not a DeepPavlov config (no chainer or multitask dataset_reader); "
@@ -106,8 +108,6 @@ def cmd_convert(args) -> int:
     converted = convert(raw, args.config)
     finish(converted, args.config, check_files=False)  # only write what mtbert accepts
     text = to_yaml(converted, args.config, raw)
-    if args.output != "-":
-        _refuse_writing_inputs("-o", Path(args.output), [("is the config being converted", Path(args.config))])
     if args.output == "-":
         sys.stdout.write(text)
     else:
@@ -199,10 +199,9 @@ def _input_clash(output: Path, inputs: list[tuple[str, Path]]) -> str | None:
     return None
 
 
-def _refuse_writing_inputs(flag: str, output: Path, inputs: list[tuple[str, Path]], shown: str | None = None) -> None:
+def _refuse_writing_inputs(flag: str, output: Path, inputs: list[tuple[str, Path]]) -> None:
     if (what := _input_clash(output, inputs)) is not None:
-        raise UserError(f"{flag} {shown or output}: {what}, an input of this command; mtbert never overwrites its "
-                        f"input: give another {flag}")
+        raise UserError(f"{flag} {output}: {what}; mtbert never writes over its inputs: give another {flag}")
 
 
 def _model_input(predictor, run_dir: str) -> tuple[str, Path]:
@@ -263,12 +262,12 @@ def predict_split(predictor, args) -> int:
     out_dir = Path(args.output or ".")
     tasks = [args.task] if args.task else list(cfg.tasks)
     inputs = [_model_input(predictor, args.run_dir)] + [
-        (f"would be written over tasks.{n}.{split}", cfg.data_path(getattr(t, split)))
+        (f"is tasks.{n}.{split}", cfg.data_path(getattr(t, split)))
         for n, t in cfg.tasks.items() for split in ("train", "dev", "test")
         if getattr(t, split) is not None and t.format != "hf"]
     for name in tasks:  # before any is written: all or nothing
         path = _split_output(out_dir, name, args.split, args.format)
-        _refuse_writing_inputs("--output", path, inputs, shown=f"{out_dir} ({path.name})")
+        _refuse_writing_inputs("--output", path, inputs)
     written = []
     for name in tasks:
         task = predictor._task(name)
