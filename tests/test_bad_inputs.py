@@ -348,6 +348,11 @@ def users_config_in_run_dir(env: Env) -> list[str]:
     return train_with()(env)
 
 
+def config_in_run_dir(env: Env) -> list[str]:
+    with_good_data(env)
+    return ["train", str(env.config()), "--run-dir", str(env.tmp), "--overwrite"]
+
+
 def convert_over_itself(env: Env) -> list[str]:
     dp = env.tmp / "dp.json"
     dp.write_text((ROOT / "configs/deeppavlov/multitask_example.json").read_text())
@@ -643,6 +648,10 @@ CASES = [
          "no run", "mtbert train config.yaml", users_config_in_run_dir,
          ERR + "<run>: holds config.yaml, which a run would overwrite; pass --overwrite to replace it, or --run-dir DIR "
          "to train into another directory", 2),
+    Case("files-train-overwrite-its-config", "files", "`--overwrite` of a run dir whose `config.yaml` is the user's "
+         "config being trained", "mtbert train DIR/config.yaml --run-dir DIR --overwrite", config_in_run_dir,
+         ERR + "<tmp>: its config.yaml is the config being trained, which a run would overwrite; mtbert never writes "
+         "over its inputs: give another --run-dir", 2),
     Case("files-train-overwrite-keeps-other-files", "files", "`--overwrite` of a run dir that also holds the user's "
          "files", "mtbert train config.yaml --overwrite", over_a_run_with_notes,
          "works: removes only the run's own files (checkpoints, model, metrics, report, curves, config), trains, and "

@@ -189,6 +189,12 @@ def train_over_a_users_config(env: Env) -> list[str]:
     return ["train", str(env.config), "--run-dir", str(env.folder)]
 
 
+def train_config_in_run_dir(env: Env) -> list[str]:
+    """`mtbert train DIR/config.yaml --run-dir DIR --overwrite`: the config is the user's, not a run's."""
+    config = env.plant("config.yaml", env.config.read_bytes())
+    return ["train", str(config), "--run-dir", str(env.folder), "--overwrite"]
+
+
 def compare_over_a_compare(env: Env) -> list[str]:
     argv = ["compare", str(env.config), "--modes", "finetune", "--run-dir", str(env.folder)]
     assert main(["-q", *argv]) == 0
@@ -218,6 +224,7 @@ FLAGS = [
     Flag("train-run-dir", lambda env: ["train", str(env.config), "--run-dir", str(env.folder)], 0),
     Flag("train-overwrite", train_over_a_run, 0),
     Flag("train-over-a-users-config", train_over_a_users_config, 2, "holds config.yaml, which a run would overwrite"),
+    Flag("train-overwrite-its-own-config", train_config_in_run_dir, 2, "is the config being trained"),
     Flag("compare-run-dir", lambda env: ["compare", str(env.config), "--modes", "finetune", "--run-dir",
                                          str(env.folder)], 0),
     Flag("compare-overwrite", compare_over_a_compare, 0),

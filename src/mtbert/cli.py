@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
         resume = True
     else:
         ranks.barrier()
-        _fresh_run_dir(run_dir, args.overwrite, clear=ranks.is_main)
+        _fresh_run_dir(run_dir, args.overwrite, Path(args.config), clear=ranks.is_main)
     ranks.barrier()
     try:
         summary = train(cfg, run_dir, resume=resume)
@@ -116,9 +116,10 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _fresh_run_dir(run_dir: Path, overwrite: bool, clear: bool = True) -> None:
+def _fresh_run_dir(run_dir: Path, overwrite: bool, config: Path, clear: bool = True) -> None:
     """Make way for a new run in `run_dir`: refuse to write over anything without --overwrite, and
     with it remove only the previous run's own files, saying which others stay."""
+    from mtbert.io import same_file
     from mtbert.rundir import clear_run, holds_run, run_files
 
     if holds_run(run_dir):
@@ -126,6 +127,9 @@ def _fresh_run_dir(run_dir: Path, overwrite: bool, clear: bool = True) -> None:
             raise UserError(f"{run_dir}: already holds a run; pass --overwrite to replace it, "
                             "or --run-dir DIR to train into another directory")
     elif in_the_way := [p.name for p in run_files(run_dir)]:
+        if any(same_file(run_dir / name, config) for name in in_the_way):  # the user's config, not a run's
+            raise UserError(f"{run_dir}: its {config.name} is the config being trained, which a run would "
+                            "overwrite; mtbert never writes over its inputs: give another --run-dir")
         if not overwrite:
             raise UserError(f"{run_dir}: holds {', '.join(in_the_way)}, which a run would overwrite; pass "
                             "--overwrite to replace it, or --run-dir DIR to train into another directory")
@@ -159,7 +163,7 @@ def cmd_compare(args) -> int:
         raise UserError(f"--modes {args.modes!r}: use pretrain, finetune or both, comma-separated")
     cfg = finish(raw, args.config)  # validate once up front: a typo fails now, not after the first run
     run_dir = Path(args.run_dir or f"{cfg.run_dir}-compare")
-    _fresh_run_dir(run_dir, args.overwrite)
+    _fresh_run_dir(run_dir, args.overwrite, Path(args.config))
     compare(raw, args.config, modes, run_dir)
     print((run_dir / "compare.md").read_text(encoding="utf-8"))
     print(f"run dir: {run_dir}")
