@@ -38,7 +38,7 @@ SENTINELS = {
     "data/train.tsv": (b"sentence\tlabel\nmine\tpos\n", 0o640),
     "model.old/backup.bin": (b"my backup of a model", 0o644),  # the name mtbert once parked its model under
     "bundle.old/model.onnx": (b"an older bundle I keep", 0o644),
-    "checkpoint-500/trainer_state.json": (b'{"another": "trainer"}', 0o644),
+    "checkpoint-500/trainer.json": (b'{"another": "trainer"}', 0o644),  # not mtbert's: 3 digits, not 8
     ".cache.abcdefgh.tmp": (b"someone else's temporary file", 0o600),  # a temp name, not of a run's file
 }
 

@@ -36,12 +36,12 @@ from mtbert.io import atomic_write_dir, atomic_write_text, leftover_of, old_dir,
 from mtbert.modeling.encoder import load_saved_encoder
 from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
+from mtbert.training.checkpoint import CHECKPOINT
 
 log = logging.getLogger("mtbert")
 
 MODEL = "model"
 TRAIN_FILES = ("config.yaml", "metrics.jsonl", "report.md", "curves.png", MODEL)
-CHECKPOINT = re.compile(r"checkpoint-\d{8,}")  # training/checkpoint.py's names: checkpoint-00001200
 COMPARE_FILES = ("compare.json", "compare.md", "compare.png")
 COMPARE_MODES = ("pretrain", "finetune")  # compare's runs: <mode>/multi-task, <mode>/single-<task>
 COMPARE_RUN = re.compile(r"multi-task|single-.+")
