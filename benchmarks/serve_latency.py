@@ -65,7 +65,7 @@ def bundle(run_dir: Path, quantize: str | None) -> Path:
     stale = quantize and manifest.exists() and json.loads(manifest.read_text()).get("quantization_scheme") != INT8_SCHEME
     if stale or not (out / "model.onnx").exists():
         print(f"exporting {run_dir} to {out}", flush=True)
-        export_onnx(run_dir, out, quantize)
+        export_onnx(run_dir, out, quantize, force=True)  # our own stale bundle
     return out
 
 

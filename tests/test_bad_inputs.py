@@ -28,8 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 GROUPS = {"config": "Config", "data": "Data", "cli": "Command line", "eval": "Evaluate and predict",
-          "run": "Run dirs, bundles and outputs",
-          "security": "Security"}
+          "run": "Run dirs, bundles and outputs", "files": "Files", "security": "Security"}
 UNDEFINED = "MTBERT_BAD_INPUT_UNDEFINED"
 
 
@@ -321,6 +320,19 @@ def train_with_backbone(make: Callable[[Env], str], **task) -> Callable[[Env], l
         raw["backbone"] = make(env)
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         return ["train", str(path)]
+# ---------------------------------------------------------------- files for the files rows (outputs never destroy data)
+
+IN_JSONL = '{"text": "good film"}\n'
+
+
+def predict_into(output: Callable[[Env, Path], Path], *extra: str, copy: bool = False) -> Callable[[Env], list[str]]:
+    """Setup: in.jsonl, then `mtbert predict` of the run (a copy at <run> if `copy`) with --output `output(env, run)`."""
+
+    def setup(env: Env) -> list[str]:
+        (env.tmp / "in.jsonl").write_text(IN_JSONL)
+        run = env.copy_run() if copy else env.trained_run()
+        return ["predict", str(run), *extra, "--input", str(env.tmp / "in.jsonl"),
+                "--output", str(output(env, run))]
 
     return setup
 
@@ -346,7 +358,7 @@ def in_jsonl(env: Env, content: str = '{"text": "good film"}\n') -> Path:
     return path
 
 
-def predict_into(output: Callable[[Env], Path], *flags: str) -> Callable[[Env], list[str]]:
+def predict_to(output: Callable[[Env], Path], *flags: str) -> Callable[[Env], list[str]]:
     """Setup: predict the trained run with `flags` (default --task sent --input in.jsonl) into `output(env)`."""
 
     def setup(env: Env) -> list[str]:
@@ -468,6 +480,45 @@ def full_disk_at(what: str) -> Callable[[Env], list[str]]:
         else:
             monkeypatch.setattr(rundir, "save_file", no_space)
         return train_with()(env)
+def symlink_to_input(env: Env, run: Path) -> Path:
+    (env.tmp / "link.jsonl").symlink_to(env.tmp / "in.jsonl")
+    return env.tmp / "link.jsonl"
+
+
+def input_unchanged(env: Env) -> None:
+    assert (env.tmp / "in.jsonl").read_text() == IN_JSONL
+
+
+def split_over_data_setup(env: Env) -> list[str]:
+    """A run whose config reads its dev file from <data> under the name `predict --split` writes."""
+    run = env.copy_run()
+    config = run / "model" / "config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["data_dir"], raw["tasks"]["sent"]["dev"] = str(env.data), "sent-dev-predictions.jsonl"
+    config.write_text(yaml.safe_dump(raw))
+    env.write("sent-dev-predictions.jsonl", GOOD)
+    return ["predict", str(run), "--split", "dev", "--output", str(env.data)]
+
+
+def dev_file_unchanged(env: Env) -> None:
+    assert (env.data / "sent-dev-predictions.jsonl").read_text() == GOOD
+
+
+def export_into_data(env: Env) -> list[str]:
+    env.write("notes.txt", "mine")
+    return ["export", str(env.trained_run()), "-o", str(env.data)]
+
+
+def exported_run(extra_file: bool = False) -> Callable[[Env], list[str]]:
+    """Setup: a run exported once to <run>/onnx (with a file of the user's added if `extra_file`), then export again."""
+
+    def setup(env: Env) -> list[str]:
+        from mtbert.inference.export import export_onnx
+
+        export_onnx(env.copy_run())
+        if extra_file:
+            (env.run / "onnx" / "Dockerfile").write_text("FROM scratch\n")
+        return ["export", str(env.run), *(["--force"] if extra_file else [])]
 
     return setup
 
@@ -479,6 +530,34 @@ def the_fix_given_works(env: Env) -> None:
     env.monkeypatch().undo()
     assert main(["-q", "train", str(env.config_path), "--overwrite"]) == 0
     assert (env.run / "model" / "heads.safetensors").is_file()
+
+
+def over_a_run_with_notes(env: Env) -> list[str]:
+    env.copy_run()
+    (env.run / "notes.txt").write_text("mine\n")
+    return train_with()(env) + ["--overwrite"]
+
+
+def notes_kept(env: Env) -> None:
+    assert (env.run / "notes.txt").read_text() == "mine\n"
+    assert (env.run / "model" / "heads.safetensors").is_file()
+
+
+def users_config_in_run_dir(env: Env) -> list[str]:
+    env.run.mkdir()
+    (env.run / "config.yaml").write_text("# my notes on this config\n")
+    return train_with()(env)
+
+
+def config_in_run_dir(env: Env) -> list[str]:
+    with_good_data(env)
+    return ["train", str(env.config()), "--run-dir", str(env.tmp), "--overwrite"]
+
+
+def convert_over_itself(env: Env) -> list[str]:
+    dp = env.tmp / "dp.json"
+    dp.write_text((ROOT / "configs/deeppavlov/multitask_example.json").read_text())
+    return ["convert", str(dp), "-o", str(dp)]
 
 
 # ---------------------------------------------------------------- the table
@@ -796,13 +875,13 @@ CASES = [
          "or use --engine torch", 2),
     # ------------------------------------------------ run dirs, bundles and outputs (issue 14, part 3)
     Case("run-output-folder", "run", "`predict --output` naming a folder",
-         "mtbert predict RUN --task sent --input in.jsonl --output DIR", predict_into(lambda env: env.tmp),
+         "mtbert predict RUN --task sent --input in.jsonl --output DIR", predict_to(lambda env: env.tmp),
          ERR + "--output <tmp>: a folder; give the path of the JSON Lines file to write", 2),
     Case("run-all-output-folder", "run", "`predict --all --output` naming a folder",
-         "mtbert predict RUN --all --input in.jsonl --output DIR", predict_into(lambda env: env.tmp, "--all"),
+         "mtbert predict RUN --all --input in.jsonl --output DIR", predict_to(lambda env: env.tmp, "--all"),
          ERR + "--output <tmp>: a folder; give the path of the JSON Lines file to write", 2),
     Case("run-split-output-file", "run", "`predict --split dev --output` naming a file",
-         "mtbert predict RUN --split dev --output FILE", predict_into(in_jsonl, "--split", "dev"),
+         "mtbert predict RUN --split dev --output FILE", predict_to(in_jsonl, "--split", "dev"),
          ERR + "--output <tmp>/in.jsonl: a file; with --split, --output names the folder for the prediction files "
          "(one per task)", 2),
     Case("run-serve-port", "run", "`serve --port 70000`", "mtbert serve RUN --port 70000",
@@ -828,10 +907,10 @@ CASES = [
          ERR + "<run>/onnx: cannot write in <run> (…); make it writable, or give another -o FOLDER", 2),
     Case("run-read-only-output", "run", "`predict --output` into a read-only folder",
          "mtbert predict RUN --task sent --input in.jsonl --output RO/out.jsonl",
-         predict_into(lambda env: env.read_only(env.tmp / "ro") / "out.jsonl"),
+         predict_to(lambda env: env.read_only(env.tmp / "ro") / "out.jsonl"),
          ERR + "--output <tmp>/ro/out.jsonl: cannot write in <tmp>/ro (…); make it writable, or give another file", 2),
     Case("run-read-only-split-output", "run", "`predict --split --output` into a read-only folder",
-         "mtbert predict RUN --split dev --output RO", predict_into(lambda env: env.read_only(env.tmp / "ro"),
+         "mtbert predict RUN --split dev --output RO", predict_to(lambda env: env.read_only(env.tmp / "ro"),
                                                                      "--split", "dev"),
          ERR + "--output <tmp>/ro: cannot write in <tmp>/ro (…); make it writable, or give another folder", 2),
     Case("run-full-disk-optimizer", "run", "disk full while writing the first checkpoint's `optimizer.pt`", TRAIN,
@@ -940,6 +1019,64 @@ CASES = [
          ERR + "<run>/checkpoint-…/optimizer.pt: refused: it holds more than tensors and plain "
          "data (read with torch.load(weights_only=True)); delete this checkpoint to resume from the one before", 2,
          payload_never_ran),
+    # ------------------------------------------------ files: outputs never destroy data
+    Case("files-predict-output-is-input", "files", "`--output` that is the `--input` file",
+         "mtbert predict RUN --task sent --input in.jsonl --output in.jsonl",
+         predict_into(lambda env, run: env.tmp / "in.jsonl", "--task", "sent"),
+         ERR + "--output <tmp>/in.jsonl: is the --input file; mtbert never writes over its inputs: give another "
+         "--output", 2, input_unchanged),
+    Case("files-predict-all-output-links-to-input", "files", "`predict --all --output` a symlink to the `--input` file",
+         "mtbert predict RUN --all --input in.jsonl --output link.jsonl",
+         predict_into(symlink_to_input, "--all"),
+         ERR + "--output <tmp>/link.jsonl: is the --input file; mtbert never writes over its inputs: give another "
+         "--output", 2, input_unchanged),
+    Case("files-predict-output-in-model", "files", "`--output` inside the run's model folder",
+         "mtbert predict RUN --task sent --output RUN/model/out.jsonl",
+         predict_into(lambda env, run: run / "model" / "out.jsonl", "--task", "sent", copy=True),
+         ERR + "--output <run>/model/out.jsonl: is inside the model <run>/model; mtbert never writes over its inputs: "
+         "give another --output", 2),
+    Case("files-predict-split-over-data", "files", "`predict --split --output DIR` where a prediction file would "
+         "replace one of the config's data files", "mtbert predict RUN --split dev --output DIR", split_over_data_setup,
+         ERR + "--output <data>/sent-dev-predictions.jsonl: is tasks.sent.dev; mtbert never writes over its inputs: "
+         "give another --output", 2, dev_file_unchanged),
+    Case("files-export-folder-of-other-files", "files", "`export -o` a folder that holds other files",
+         "mtbert export RUN -o DIR", export_into_data,
+         ERR + "<data>: holds files that mtbert export did not write (notes.txt); give a new or empty folder with "
+         "-o DIR", 2),
+    Case("files-export-earlier-bundle", "files", "`export` over an earlier export, without `--force`",
+         "mtbert export RUN", exported_run(),
+         ERR + "<run>/onnx: holds an earlier export; pass --force to replace it, or -o DIR to write another folder", 2),
+    Case("files-export-force-other-files", "files", "`export --force` over an earlier export that holds a file of "
+         "the user's", "mtbert export RUN --force", exported_run(extra_file=True),
+         ERR + "<run>/onnx: holds an earlier export and files it did not write (Dockerfile); --force replaces only an "
+         "export's own files: move them, or give another -o DIR", 2),
+    Case("files-export-over-the-model", "files", "`export -o` the run's model folder", "mtbert export RUN -o RUN/model",
+         lambda env: ["export", str(env.copy_run()), "-o", str(env.run / "model")],
+         ERR + "<run>/model: holds the run's model <run>/model; replacing it would lose the model: give a new folder "
+         "with -o DIR (default <run>/onnx)", 2),
+    Case("files-export-inside-the-model", "files", "`export -o` a folder inside the run's model folder",
+         "mtbert export RUN -o RUN/model/onnx",
+         lambda env: ["export", str(env.copy_run()), "-o", str(env.run / "model" / "onnx")],
+         ERR + "<run>/model/onnx: inside the model folder <run>/model; export never writes into a model: give a folder "
+         "outside it with -o DIR (default <run>/onnx)", 2),
+    Case("files-export-a-file", "files", "`export -o` a file", "mtbert export RUN -o notes.txt",
+         lambda env: ["export", str(env.trained_run()), "-o", str(env.write("notes.txt", "mine"))],
+         ERR + "<data>/notes.txt: is a file; export writes a folder: give a new one with -o DIR", 2),
+    Case("files-train-over-a-users-file", "files", "run dir holding a file named like a run's (`config.yaml`), but "
+         "no run", "mtbert train config.yaml", users_config_in_run_dir,
+         ERR + "<run>: holds config.yaml, which a run would overwrite; pass --overwrite to replace it, or --run-dir DIR "
+         "to train into another directory", 2),
+    Case("files-train-overwrite-its-config", "files", "`--overwrite` of a run dir whose `config.yaml` is the user's "
+         "config being trained", "mtbert train DIR/config.yaml --run-dir DIR --overwrite", config_in_run_dir,
+         ERR + "<tmp>: its config.yaml is the config being trained, which a run would overwrite; mtbert never writes "
+         "over its inputs: give another --run-dir", 2),
+    Case("files-train-overwrite-keeps-other-files", "files", "`--overwrite` of a run dir that also holds the user's "
+         "files", "mtbert train config.yaml --overwrite", over_a_run_with_notes,
+         "works: removes only the run's own files (checkpoints, model, metrics, report, curves, config), trains, and "
+         "warns which other files it left", 0, notes_kept),
+    Case("files-convert-over-its-input", "files", "`convert -o` the DeepPavlov config being converted",
+         "mtbert convert dp.json -o dp.json", convert_over_itself,
+         ERR + "-o <tmp>/dp.json: is the config being converted; mtbert never writes over its inputs: give another -o", 2),
 ]
 
 

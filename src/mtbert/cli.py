@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def cmd_train(args) -> int:
         resume = True
     else:
         ranks.barrier()
-        _fresh_run_dir(run_dir, args.overwrite, clear=ranks.is_main)
+        _fresh_run_dir(run_dir, args.overwrite, Path(args.config), clear=ranks.is_main)
     ranks.barrier()
     try:
         summary = train(cfg, run_dir, resume=resume)
@@ -113,6 +112,8 @@ def cmd_convert(args) -> int:
     from mtbert.config import finish, read_config_file
     from mtbert.io import atomic_write_text
 
+    if args.output != "-":
+        _refuse_writing_inputs("-o", Path(args.output), [("is the config being converted", Path(args.config))])
     raw = read_config_file(args.config)
     if not is_deeppavlov_config(raw):
         raise UserError(f"{args.config}: not a DeepPavlov config (no chainer or multitask dataset_reader); "
@@ -160,13 +161,28 @@ def os_error_line(err: OSError, where: Path | str = "a file") -> str | None:
         else f"{where}: {err.strerror}"
 
 
-def _fresh_run_dir(run_dir: Path, overwrite: bool, clear: bool = True) -> None:
-    if (run_dir / "model").exists() or (run_dir / "metrics.jsonl").exists() or (run_dir / "compare.md").exists():
+def _fresh_run_dir(run_dir: Path, overwrite: bool, config: Path, clear: bool = True) -> None:
+    """Make way for a new run in `run_dir`: refuse to write over anything without --overwrite, and
+    with it remove only the previous run's own files, saying which others stay."""
+    from mtbert.io import same_file
+    from mtbert.rundir import clear_run, holds_run, run_files
+
+    if holds_run(run_dir):
         if not overwrite:
             raise UserError(f"{run_dir}: already holds a run; pass --overwrite to replace it, "
                             "or --run-dir DIR to train into another directory")
-        if clear:
-            shutil.rmtree(run_dir)
+    elif in_the_way := [p.name for p in run_files(run_dir)]:
+        if any(same_file(run_dir / name, config) for name in in_the_way):  # the user's config, not a run's
+            raise UserError(f"{run_dir}: its {config.name} is the config being trained, which a run would "
+                            "overwrite; mtbert never writes over its inputs: give another --run-dir")
+        if not overwrite:
+            raise UserError(f"{run_dir}: holds {', '.join(in_the_way)}, which a run would overwrite; pass "
+                            "--overwrite to replace it, or --run-dir DIR to train into another directory")
+    if overwrite and clear:
+        left = clear_run(run_dir)
+        if left:
+            log.warning("%s: --overwrite removed the previous run's files only; left %d other(s): %s", run_dir,
+                        len(left), ", ".join(left))
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -199,8 +215,8 @@ def cmd_compare(args) -> int:
     run_dir = Path(args.run_dir or f"{cfg.run_dir}-compare")
     check_output_dir(run_dir, "--run-dir" if args.run_dir else "run_dir",
                      "make it writable, or write elsewhere with --run-dir DIR")
-    if args.overwrite:
-        _fresh_run_dir(run_dir, True)
+    if args.overwrite:  # without it, finished runs are reused and interrupted ones resumed
+        _fresh_run_dir(run_dir, True, Path(args.config))
     compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs)
     print((run_dir / "compare.md").read_text(encoding="utf-8"))
     print(f"run dir: {run_dir}")
@@ -227,6 +243,30 @@ def _trusted_metrics(task: str, metrics: list[str], allow_custom: bool) -> list[
                     task, ", ".join(custom))
         metrics = [m for m in metrics if ":" not in m] or ["accuracy"]
     return metrics
+
+
+def _input_clash(output: Path, inputs: list[tuple[str, Path]]) -> str | None:
+    """Which of `inputs` writing `output` would destroy: the same file (also through a symlink or a
+    hard link), or a file inside an input folder (a model). None if it touches none of them."""
+    from mtbert.io import is_within, same_file
+
+    for what, source in inputs:
+        if same_file(output, source) or (source.is_dir() and is_within(output, source)):
+            return what
+    return None
+
+
+def _refuse_writing_inputs(flag: str, output: Path, inputs: list[tuple[str, Path]]) -> None:
+    if (what := _input_clash(output, inputs)) is not None:
+        raise UserError(f"{flag} {output}: {what}; mtbert never writes over its inputs: give another {flag}")
+
+
+def _model_input(predictor, run_dir: str) -> tuple[str, Path]:
+    """The folder the predictor loaded (a run's model/ or an ONNX bundle): no output goes inside it."""
+    from mtbert.io import resolve_dir
+
+    folder = getattr(predictor, "path", None) or resolve_dir(Path(run_dir) / "model")
+    return f"is inside the model {folder}", Path(folder)
 
 
 def cmd_evaluate(args) -> int:
@@ -276,6 +316,10 @@ MINBERT_HEADERS = {"classification": "Predicted_Sentiment", "pair": "Predicted_I
                    "regression": "Predicted_Similiary"}  # sic: the minBERT project's spelling
 
 
+def _split_output(out_dir: Path, task: str, split: str, fmt: str) -> Path:
+    return out_dir / (f"{task}-{split}-output.csv" if fmt == "minbert" else f"{task}-{split}-predictions.jsonl")
+
+
 def predict_split(predictor, args) -> int:
     """Predict every task (or --task) on the config's dev/test files; minBERT csv or JSON Lines out."""
     from mtbert.data.readers import read_split
@@ -285,12 +329,20 @@ def predict_split(predictor, args) -> int:
     cfg = predictor.cfg
     out_dir = Path(args.output or ".")
     tasks = [args.task] if args.task else list(cfg.tasks)
+    inputs = [_model_input(predictor, args.run_dir)] + [
+        (f"is tasks.{n}.{split}", cfg.data_path(getattr(t, split)))
+        for n, t in cfg.tasks.items() for split in ("train", "dev", "test")
+        if getattr(t, split) is not None and t.format != "hf"]
+    for name in tasks:  # before any is written: all or nothing
+        path = _split_output(out_dir, name, args.split, args.format)
+        _refuse_writing_inputs("--output", path, inputs)
     written = []
     for name in tasks:
         task = predictor._task(name)
         if getattr(task, args.split) is None:
             log.warning("task %s: no %s file in the config; skipped", name, args.split)
             continue
+        path = _split_output(out_dir, name, args.split, args.format)
         examples = read_split(cfg, name, args.split, with_labels=False, from_run=True)
         # the reader built and checked the Examples: predict them as they are, not via dicts parsed again
         results = answers(task, predictor.labels.get(name), predictor.predict_examples(name, examples), args.probas)
@@ -302,12 +354,10 @@ def predict_split(predictor, args) -> int:
             for ex, r in zip(examples, results, strict=True):
                 value = r["score"] if "score" in r else r["label"]
                 lines.append(f"{ex.id if ex.id is not None else ex.line} , {value} ")
-            path = out_dir / f"{name}-{args.split}-output.csv"
             atomic_write_text(path, "\n".join(lines) + "\n")
         else:
             rows = [{"id": ex.id, "text": ex.text, "text_pair": ex.text_pair, "question": ex.question,
                      "choices": ex.choices, "tokens": ex.tokens, **r} for ex, r in zip(examples, results, strict=True)]
-            path = out_dir / f"{name}-{args.split}-predictions.jsonl"
             atomic_write_text(path, "".join(json.dumps({k: v for k, v in row.items() if v is not None},
                                                        ensure_ascii=False) + "\n" for row in rows))
         written.append(str(path))
@@ -324,6 +374,11 @@ def cmd_predict(args) -> int:
 
     _check_predict_output(args)
     predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size, precision=args.precision)
+    if args.output and not args.split:
+        inputs = [_model_input(predictor, args.run_dir)]
+        if args.input != "-":
+            inputs.insert(0, ("is the --input file", Path(args.input)))
+        _refuse_writing_inputs("--output", Path(args.output), inputs)
     if args.all:
         return cmd_predict_all(predictor, args)
     if args.split:
@@ -432,7 +487,7 @@ def cmd_export(args) -> int:
     out = Path(args.output) if args.output else default_out_dir(args.run_dir, args.quantize)
     check_output_dir(out.parent, "-o" if args.output else "", "make it writable, or give another -o FOLDER",
                      named=out)
-    print(export_onnx(args.run_dir, args.output, args.quantize))
+    print(export_onnx(args.run_dir, args.output, args.quantize, force=args.force))
     return 0
 
 
@@ -531,7 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir")
     x.add_argument("--format", choices=["onnx"], default="onnx")
     x.add_argument("--quantize", choices=["int8"], help="onnxruntime dynamic quantisation of the weights")
-    x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, or RUN_DIR/onnx-int8)")
+    x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, or RUN_DIR/onnx-int8): a new or "
+                   "empty one, or an earlier export with --force")
+    x.add_argument("--force", action="store_true", help="replace an earlier export there (only a folder whose "
+                   "manifest.json lists every file in it)")
     x.set_defaults(func=cmd_export)
     return p
 

@@ -14,12 +14,17 @@
                          evaluate and predict use by default
 
 `model/` is written as one unit, so a crash leaves the previous checkpoint or the new one.
+
+These names (with `checkpoint-<step>/` and what `mtbert compare` adds) are the run's own files: the
+only ones `train --overwrite` removes; anything else in the folder is the user's and stays.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -29,13 +34,104 @@ from safetensors.torch import load_file, save_file
 
 from mtbert.config import Config
 from mtbert.errors import UserError
-from mtbert.io import atomic_write_dir, atomic_write_text, resolve_dir
+from mtbert.io import atomic_write_dir, atomic_write_text, leftover_of, old_dir, resolve_dir
 from mtbert.modeling.encoder import load_saved_encoder
 from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.runfiles import RUN_FIX, read_labels, read_saved_config
+from mtbert.training.checkpoint import CHECKPOINT
+
+log = logging.getLogger("mtbert")
 
 MODEL = "model"
+TRAIN_FILES = ("config.yaml", "metrics.jsonl", "report.md", "curves.png", MODEL)
+COMPARE_FILES = ("compare.json", "compare.md", "compare.png", "compare-run.json")
+# compare's runs: [<mode>/]seed-<seed>/multi-<method> and [<mode>/]seed-<seed>/single-<task>
+COMPARE_MODES = ("pretrain", "finetune")
+COMPARE_SEED = re.compile(r"seed-\d+")
+COMPARE_RUN = re.compile(r"multi-.+|single-.+")
+
+
+def is_run_file(name: str) -> bool:
+    """Whether `name`, at the top of a run dir, is a file or folder that train or compare writes."""
+    return name in TRAIN_FILES or name in COMPARE_FILES or CHECKPOINT.fullmatch(name) is not None
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The run's own files and folders in `run_dir` (not the temporaries a kill may have left)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if is_run_file(p.name))
+
+
+def _compare_seeds(run_dir: Path) -> list[Path]:
+    """compare's per-seed folders, [<mode>/]seed-<seed>."""
+    parents = [run_dir] + [run_dir / mode for mode in COMPARE_MODES]
+    return [p for parent in parents if parent.is_dir() for p in sorted(parent.iterdir())
+            if p.is_dir() and COMPARE_SEED.fullmatch(p.name)]
+
+
+def _compare_runs(run_dir: Path) -> list[Path]:
+    return [p for seed in _compare_seeds(run_dir) for p in sorted(seed.iterdir())
+            if p.is_dir() and COMPARE_RUN.fullmatch(p.name) and holds_run(p)]
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds (part of) a run of train or compare: a model, metrics, checkpoints, a table."""
+    names = ("metrics.jsonl", "compare.md", "compare.json")
+    return (resolve_dir(run_dir / MODEL).exists() or any((run_dir / n).exists() for n in names)
+            or any(CHECKPOINT.fullmatch(p.name) for p in run_files(run_dir)) or bool(_compare_runs(run_dir)))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_leftovers(run_dir: Path) -> list[str]:
+    """Remove the half-written temporaries of the run's own files that a kill left in `run_dir`, and
+    the parked `.<name>.old` of a folder that is in place again; return their names. A parked folder
+    whose successor never arrived is renamed back (it is the last complete version)."""
+    removed = []
+    if not run_dir.is_dir():
+        return removed
+    for path in sorted(run_dir.iterdir()):
+        name = leftover_of(path.name)
+        if name is None or not is_run_file(name):
+            continue
+        final = run_dir / name
+        if path == old_dir(final) and not final.exists():
+            path.rename(final)
+            continue
+        _remove(path)
+        removed.append(path.name)
+    if removed:
+        log.info("%s: removed %d half-written file(s) left by an interrupted run: %s", run_dir, len(removed),
+                 ", ".join(removed))
+    return removed
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove the run's own files from `run_dir` (and compare's runs below it); return what else is
+    there, which stays: mtbert never deletes a file it did not write."""
+    if not run_dir.is_dir():
+        return []
+    remove_leftovers(run_dir)
+    for path in run_files(run_dir):
+        _remove(path)
+    left = []
+    for run in _compare_runs(run_dir):
+        left += [f"{run.relative_to(run_dir)}/{name}" for name in clear_run(run)]
+        if not any(run.iterdir()):
+            run.rmdir()
+    for folder in [*_compare_seeds(run_dir), *(run_dir / mode for mode in COMPARE_MODES)]:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    kept = {name.split("/")[0] for name in left}
+    left += [p.name + ("/" if p.is_dir() else "") for p in sorted(run_dir.iterdir()) if p.name not in kept]
+    return sorted(left)
 
 
 def config_yaml(cfg: Config, precision: str | None = None) -> str:

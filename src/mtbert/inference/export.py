@@ -10,6 +10,10 @@
       labels.json      label vocabularies per task
       config.yaml      the run's config: task types, input columns, max lengths
 
+Export writes only where it loses nothing: a new or empty folder, or with `force` an earlier bundle whose
+manifest lists every file in it; never a file, a folder of other files, a model folder or a folder that
+holds the run.
+
 Inputs come grouped so that one graph serves every task type: a single text or a cross-encoded pair is a
 group of one sequence, a multiple-choice example a group of one sequence per choice, a separately
 encoded pair a group of two. Every head runs on every call (heads are a linear layer each); a head's
@@ -21,6 +25,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import re
 import shutil
 import warnings
@@ -31,7 +36,7 @@ import torch
 from torch import nn
 
 from mtbert.errors import UserError
-from mtbert.io import atomic_write_dir
+from mtbert.io import atomic_write_dir, is_within
 from mtbert.rundir import load_model, model_dir
 
 log = logging.getLogger("mtbert")
@@ -44,6 +49,7 @@ OUTPUTS = {
     "multiple_choice": ("batch, group", "probabilities over the choices"),
     "sequence_labeling": ("batch, sequence, labels", "logits per sub-token"),
 }
+FORMAT = "mtbert-onnx/1"
 QUANTIZATIONS = ("int8",)
 # what `quantization: int8` means in manifest.json, so that a bundle says which scheme made it
 INT8_SCHEME = ("onnxruntime MatMulNBits, 8 bits, blocks of 32, accuracy level 4 (int8 compute); "
@@ -194,8 +200,63 @@ def default_out_dir(run_dir: str | Path, quantize: str | None = None) -> Path:
     return Path(run_dir) / ("onnx" if quantize is None else f"onnx-{quantize}")
 
 
-def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize: str | None = None) -> Path:
+def _bundle_files(folder: Path, source: Path) -> set[str] | None:
+    """The files an earlier export wrote into `folder`, by its manifest; None if no export wrote it.
+    Manifests before the `files` list name no files: theirs are the bundle's fixed files and the
+    tokenizer files, named as the run's own encoder folder names them."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return None
+    if isinstance(manifest.get("files"), list):
+        return {str(name) for name in manifest["files"]}
+    tokenizer = {p.name for p in (source / "encoder").iterdir() if p.name not in ("config.json", "model.safetensors")}
+    return {"model.onnx", "manifest.json", "labels.json", "config.yaml", *tokenizer}
+
+
+def _model_folder_around(path: Path) -> Path | None:
+    """The saved model (a folder with heads.safetensors) that `path` is or lies in, if any."""
+    resolved = Path(os.path.realpath(path))
+    return next((p for p in (resolved, *resolved.parents) if (p / "heads.safetensors").is_file()), None)
+
+
+def check_out_dir(out_dir: Path, run_dir: Path, source: Path, force: bool) -> None:
+    """Refuse an export folder where writing the bundle would lose anything (see the module's docstring)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: is a file; export writes a folder: give a new one with -o DIR")
+    for model in (source, run_dir / "model"):
+        if is_within(model, out_dir):
+            raise UserError(f"{out_dir}: holds the run's model {model}; replacing it would lose the model: "
+                            f"give a new folder with -o DIR (default {default_out_dir(run_dir)})")
+    if (inside := _model_folder_around(out_dir)) is not None:
+        raise UserError(f"{out_dir}: inside the model folder {inside}; export never writes into a model: "
+                        f"give a folder outside it with -o DIR (default {default_out_dir(run_dir)})")
+    found = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if not p.is_dir()) \
+        if out_dir.is_dir() else []
+    if not found:
+        return
+    bundle = _bundle_files(out_dir, source)
+    if bundle is None:
+        raise UserError(f"{out_dir}: holds files that mtbert export did not write ({_names(found)}); give a new "
+                        "or empty folder with -o DIR")
+    if not force:
+        raise UserError(f"{out_dir}: holds an earlier export; pass --force to replace it, or -o DIR to write "
+                        "another folder")
+    if others := [name for name in found if name not in bundle]:
+        raise UserError(f"{out_dir}: holds an earlier export and files it did not write ({_names(others)}); "
+                        "--force replaces only an export's own files: move them, or give another -o DIR")
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize: str | None = None,
+                force: bool = False) -> Path:
     """Write the ONNX bundle of a run dir (default `RUN_DIR/onnx`, or `RUN_DIR/onnx-int8`); returns it.
+    `force` replaces an earlier bundle there (and nothing else: see `check_out_dir`).
 
     The fp32 graph is checked against PyTorch before anything is written: a difference above 1e-4 is
     a bug in the export, and it fails loudly rather than shipping a model that answers differently."""
@@ -206,11 +267,12 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
     if quantize not in (None, *QUANTIZATIONS):
         raise UserError(f"--quantize {quantize}: use one of {', '.join(QUANTIZATIONS)}")
     source = model_dir(run_dir)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, quantize)
+    check_out_dir(out_dir, Path(run_dir), source, force)
     cfg, model, tokenizer, labels = load_model(run_dir)
     model.float().eval()
     graph = ExportGraph(model).eval()
     tasks = list(model.heads)
-    out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, quantize)
     parity: dict[str, float] = {}
 
     def write(tmp: Path) -> None:
@@ -228,7 +290,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
         shutil.copyfile(source / "labels.json", tmp / "labels.json")
         shutil.copyfile(source / "config.yaml", tmp / "config.yaml")
         manifest = {
-            "format": "mtbert-onnx/1",
+            "format": FORMAT,
             "opset": OPSET,
             "quantization": quantize,
             "quantization_scheme": INT8_SCHEME if quantize else None,
@@ -237,6 +299,9 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
             "outputs": {t: {"type": cfg.tasks[t].type, "shape": OUTPUTS[cfg.tasks[t].type][0],
                             "values": OUTPUTS[cfg.tasks[t].type][1]} for t in tasks},
             "parity": parity,
+            # what --force may replace later: exactly these files
+            "files": sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]
+                            + ["manifest.json"]),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 

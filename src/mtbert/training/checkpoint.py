@@ -17,6 +17,7 @@ import hashlib
 import json
 import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from mtbert.errors import UserError
 from mtbert.io import atomic_write_dir
 
 PREFIX = "checkpoint-"
+CHECKPOINT = re.compile(rf"{PREFIX}\d{{8,}}")  # f"{PREFIX}{step:08d}"
 
 
 def fingerprint(cfg) -> str:
@@ -57,8 +59,9 @@ def set_global_rng_state(state: dict) -> None:
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (half-written ones are hidden .tmp directories)."""
-    found = [p for p in Path(run_dir).glob(f"{PREFIX}*") if p.is_dir() and p.name[len(PREFIX):].isdigit()
+    """Complete checkpoints, oldest first (half-written ones are hidden .tmp directories). Only mtbert's
+    names, of 8 digits or more: another trainer's `checkpoint-500/` is neither resumed nor pruned."""
+    found = [p for p in Path(run_dir).glob(f"{PREFIX}*") if p.is_dir() and CHECKPOINT.fullmatch(p.name)
              and (p / "trainer.json").is_file()]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 

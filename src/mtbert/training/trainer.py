@@ -40,7 +40,7 @@ from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
-from mtbert.rundir import save_model, write_config
+from mtbert.rundir import remove_leftovers, save_model, write_config
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
 from mtbert.training.distill import attach_teacher_targets, gold_weight
@@ -403,6 +403,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(run_dir)  # what a kill left half-written; never another file
     metrics_path = run_dir / "metrics.jsonl"
     state = TrainState()
     if resume and (found := checkpoints(run_dir)):
