@@ -14,8 +14,9 @@ import torch
 import yaml
 from conftest import toy_tasks, write_toy_files
 
-from mtbert.cli import evaluate_split, main
+from mtbert.cli import main
 from mtbert.data.readers import read_split
+from mtbert.evaluation.evaluate import evaluate_split
 from mtbert.inference.predictor import Predictor
 from mtbert.modeling import precision as precision_module
 from mtbert.rundir import recorded_precision

@@ -235,16 +235,6 @@ def _parse_data(items: list[str], tasks) -> dict[str, str]:
     return out
 
 
-def _trusted_metrics(task: str, metrics: list[str], allow_custom: bool) -> list[str]:
-    """A run dir's `module:function` metrics are code named by whoever trained it: run them only when asked."""
-    custom = [m for m in metrics if ":" in m]
-    if custom and not allow_custom:
-        log.warning("task %s: custom metric(s) %s from the run dir not run; pass --custom-metrics to run them",
-                    task, ", ".join(custom))
-        metrics = [m for m in metrics if ":" not in m] or ["accuracy"]
-    return metrics
-
-
 def _input_clash(output: Path, inputs: list[tuple[str, Path]]) -> str | None:
     """Which of `inputs` writing `output` would destroy: the same file (also through a symlink or a
     hard link), or a file inside an input folder (a model). None if it touches none of them."""
@@ -270,46 +260,21 @@ def _model_input(predictor, run_dir: str) -> tuple[str, Path]:
 
 
 def cmd_evaluate(args) -> int:
+    from mtbert.evaluation.evaluate import evaluate_split, premise_checks
     from mtbert.inference.predictor import Predictor
     from mtbert.training.report import results_table
 
     predictor = Predictor(args.run_dir, precision=args.precision)
     cfg = predictor.cfg
     overrides = _parse_data(args.data, cfg.tasks)
-    scores, primary = evaluate_split(predictor, args.split, args.task or list(cfg.tasks), overrides,
-                                     args.custom_metrics, args.batch_size)
+    tasks = args.task or list(cfg.tasks)
+    scores, primary = evaluate_split(predictor, args.split, tasks, overrides, args.custom_metrics, args.batch_size)
     print(results_table(scores, primary, types={n: cfg.tasks[n].type for n in scores}))
+    for name, (real, shuffled) in premise_checks(predictor, args.split, list(scores), overrides,
+                                                 args.batch_size).items():
+        print(f"{name}: accuracy {real:.4f}; with every premise swapped for another item's {shuffled:.4f} "
+              f"(a model that reads the premise falls toward chance there, {real - shuffled:+.4f} here)")
     return 0
-
-
-def evaluate_split(predictor, split: str, tasks: list[str], overrides: dict[str, str], custom_metrics: bool,
-                   batch_size: int | None = None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """({task: {metric: score}}, {task: primary metric}) on the split, computed as training computed its dev
-    scores: same precision (the predictor's), same batches (training's eval_batch_size unless given)."""
-    from mtbert.data.features import encode
-    from mtbert.data.readers import read_split
-    from mtbert.evaluation.evaluate import predict_task, score_task
-
-    cfg = predictor.cfg
-    batch_size = batch_size or cfg.training.eval_batch_size
-    scores, primary = {}, {}
-    for name in tasks:
-        task = predictor._task(name)
-        if name not in overrides and getattr(task, split) is None:
-            log.warning("task %s: no %s split in the config; skipped (pass --data %s=PATH)", name, split, name)
-            continue
-        examples = read_split(cfg, name, split, overrides.get(name), from_run=True)
-        labels = predictor.labels.get(name)
-        feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
-                       pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
-        preds = predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
-                             labels, predictor.amp)
-        metrics = _trusted_metrics(name, task.metrics, custom_metrics)
-        scores[name] = score_task(task.type, metrics, examples, preds, labels)
-        primary[name] = metrics[0]
-    if not scores:
-        raise UserError(f"nothing to evaluate: no task has a {split} split; pass --data TASK=PATH")
-    return scores, primary
 
 
 MINBERT_HEADERS = {"classification": "Predicted_Sentiment", "pair": "Predicted_Is_Paraphrase",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 import numpy as np
@@ -9,8 +10,11 @@ import torch
 
 from mtbert.data.features import Feature, collate, sorted_batches
 from mtbert.data.readers import Example
+from mtbert.errors import UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode_rows
 from mtbert.evaluation.metrics import get_metric
+
+log = logging.getLogger("mtbert")
 
 
 @torch.inference_mode()
@@ -105,31 +109,85 @@ def target_value(target: str, scores: dict[str, dict[str, float]], primary: dict
     return float(scores[task][metric or primary[task]])
 
 
-def evaluate_run(run_dir, split: str = "dev", tasks: list[str] | None = None, data: dict | None = None,
-                 batch_size: int = 64, precision: str = "auto", custom_metrics: bool = False):
-    """Score a saved run on a split of its config's data (or `data` {task: path}), as `mtbert evaluate`
-    does: ({task: {metric: value}}, {task: primary metric}, precision used). Tasks without that split are
-    skipped. Custom `module:function` metrics named by the run run only with `custom_metrics`."""
-    from mtbert.data.features import encode
-    from mtbert.data.readers import read_split
-    from mtbert.inference.predictor import Predictor
+def trusted_metrics(task: str, task_type: str, metrics: list[str], allow_custom: bool) -> list[str]:
+    """A run dir's `module:function` metrics are code named by whoever trained it: run them only when asked."""
     from mtbert.tasks import default_metrics
 
-    predictor = Predictor(run_dir, precision=precision, batch_size=batch_size)
-    cfg, data = predictor.cfg, data or {}
+    custom = [m for m in metrics if ":" in m]
+    if custom and not allow_custom:
+        log.warning("task %s: custom metric(s) %s from the run dir not run; pass --custom-metrics to run them",
+                    task, ", ".join(custom))
+        metrics = [m for m in metrics if ":" not in m] or default_metrics(task_type)
+    return metrics
+
+
+def _split_examples(predictor, name: str, split: str, overrides: dict[str, str]):
+    """The task's examples of `split` (or of the file given for it) and their features, or None without one."""
+    from mtbert.data.features import encode
+    from mtbert.data.readers import read_split
+
+    cfg, task = predictor.cfg, predictor._task(name)
+    if name not in overrides and getattr(task, split) is None:
+        log.warning("task %s: no %s split in the config; skipped (pass --data %s=PATH)", name, split, name)
+        return None
+    examples = read_split(cfg, name, split, overrides.get(name), from_run=True)
+    feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), predictor.labels.get(name),
+                   name, pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
+    return examples, feats
+
+
+def evaluate_split(predictor, split: str, tasks: list[str], overrides: dict[str, str], custom_metrics: bool,
+                   batch_size: int | None = None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """({task: {metric: score}}, {task: primary metric}) on the split, computed as training computed its dev
+    scores: same precision (the predictor's), same batches (training's eval_batch_size unless given)."""
+    batch_size = batch_size or predictor.cfg.training.eval_batch_size
     scores, primary = {}, {}
-    for name in tasks or list(cfg.tasks):
-        task = predictor._task(name)
-        if name not in data and getattr(task, split) is None:
+    for name in tasks:
+        found = _split_examples(predictor, name, split, overrides)
+        if found is None:
             continue
-        examples = read_split(cfg, name, split, data.get(name))
-        labels = predictor.labels.get(name)
-        feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), labels, name,
-                       pair_encoding=task.pair_encoding)
+        examples, feats = found
+        task, labels = predictor._task(name), predictor.labels.get(name)
         preds = predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
                              labels, predictor.amp)
-        metrics = task.metrics if custom_metrics else ([m for m in task.metrics if ":" not in m]
-                                                       or default_metrics(task.type))
+        metrics = trusted_metrics(name, task.type, task.metrics, custom_metrics)
         scores[name] = score_task(task.type, metrics, examples, preds, labels)
         primary[name] = metrics[0]
+    if not scores:
+        raise UserError(f"nothing to evaluate: no task has a {split} split; pass --data TASK=PATH")
+    return scores, primary
+
+
+def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str, str],
+                   batch_size: int | None = None, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """{multiple-choice task: (accuracy, accuracy with every premise swapped for another item's)}."""
+    from mtbert.data.features import encode
+    from mtbert.evaluation.premise import premise_check
+
+    batch_size = batch_size or predictor.cfg.training.eval_batch_size
+    out = {}
+    for name in tasks:
+        task = predictor._task(name)
+        if task.type != "multiple_choice" or (found := _split_examples(predictor, name, split, overrides)) is None:
+            continue
+
+        def choose(examples, name=name, task=task):
+            feats = encode(task.type, examples, predictor.tokenizer, predictor.cfg.max_length_for(name),
+                           with_labels=False)
+            return predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
+                                None, predictor.amp).ids
+
+        out[name] = premise_check(choose, found[0], seed)
+    return out
+
+
+def evaluate_run(run_dir, split: str = "dev", precision: str = "auto") -> tuple[dict, dict, str]:
+    """Score a saved run on a split of its config's data as `mtbert evaluate` does: ({task: {metric: value}},
+    {task: primary metric}, the precision it ran in). Tasks without that split are skipped; custom
+    `module:function` metrics named by the run are not run."""
+    from mtbert.inference.predictor import Predictor
+
+    predictor = Predictor(run_dir, precision=precision)
+    tasks = [n for n in predictor.cfg.tasks if getattr(predictor.cfg.tasks[n], split) is not None]
+    scores, primary = evaluate_split(predictor, split, tasks, {}, False)
     return scores, primary, predictor.precision
