@@ -34,16 +34,17 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--section", default="five_task_compare")
+    ap.add_argument("--rescore", action="store_true", help="score runs finished earlier again")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     raw = load_raw(args.config, args.set)
     finish(raw, args.config)
     start = time.time()
     compare(raw, args.config, Path(args.run_dir), parse_seeds(args.seeds), parse_methods(args.methods), [None],
-            args.jobs)
+            args.jobs, args.rescore)
     wall = (time.time() - start) / 60
     cmd = (f"python benchmarks/quality_compare.py --config {args.config} --seeds {args.seeds} --methods {args.methods}"
-           f" --jobs {args.jobs} --run-dir {args.run_dir}" + "".join(f" --set {s}" for s in args.set))
+           f" --jobs {args.jobs} --run-dir {args.run_dir}" + (" --rescore" if args.rescore else "") + "".join(f" --set {s}" for s in args.set))
     body = f"""## Multi-task vs single-task: {args.config} (issue 15)
 
 - command: `{cmd}`

@@ -90,6 +90,13 @@ def test_compare_seeds_and_methods_table_with_spreads_and_resume(toy_config, toy
     again = {p: p.stat().st_mtime_ns for p in out.glob("seed-*/*/model/heads.safetensors")}
     changed = [p for p in stamps if again[p] != stamps[p]]
     assert changed == [] or all("multi-uncertainty" in str(p) for p in changed)
+    # --rescore scores finished runs again through evaluate, and keeps them
+    marker = out / "seed-3" / "multi-plain" / "compare-run.json"
+    stale = json.loads(marker.read_text())
+    stale["scores"] = {"sent": {"accuracy": -1.0}}
+    marker.write_text(json.dumps(stale))
+    assert main([*argv, "--rescore"]) == 0
+    assert json.loads(marker.read_text())["scores"] == run["scores"]
     assert main(["compare", str(path), "--seeds", "3,x"]) == 2
     assert "--seeds '3,x'" in capsys.readouterr().err
     assert main(["compare", str(path), "--methods", "plain,magic"]) == 2

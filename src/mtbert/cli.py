@@ -217,7 +217,7 @@ def cmd_compare(args) -> int:
                      "make it writable, or write elsewhere with --run-dir DIR")
     if args.overwrite:  # without it, finished runs are reused and interrupted ones resumed
         _fresh_run_dir(run_dir, True, Path(args.config))
-    compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs)
+    compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs, args.rescore)
     print((run_dir / "compare.md").read_text(encoding="utf-8"))
     print(f"run dir: {run_dir}")
     return 0
@@ -528,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--run-dir", help="default: the config's run_dir + '-compare'; finished runs there are reused")
     c.add_argument("--overwrite", action="store_true", help="start the comparison again from nothing")
+    c.add_argument("--rescore", action="store_true",
+                   help="score the runs finished earlier again on dev (after a change to evaluation)")
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("serve", help="serve a trained model over HTTP: REST API, web page, OpenAPI at /docs")

@@ -200,15 +200,26 @@ def _parameters(run_dir: Path) -> int:
     return total
 
 
+def rescore(job: Job, done: dict) -> dict:
+    """A finished run scored again by today's evaluate path (its saved model, its precision)."""
+    from mtbert.evaluation.evaluate import evaluate_run
+
+    done = {**done}
+    done["scores"], done["primary"], done["precision"] = evaluate_run(job.run_dir, "dev")
+    atomic_write_text(job.run_dir / MARKER, json.dumps(done, indent=2))
+    return done
+
+
 def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], methods: list[str],
-            modes: list[str | None], jobs: int = 1) -> dict:
-    """Train (or reuse) every run of the comparison and write compare.md, compare.png and compare.json."""
+            modes: list[str | None], jobs: int = 1, rescore_finished: bool = False) -> dict:
+    """Train (or reuse) every run of the comparison and write compare.md, compare.png and compare.json.
+    With `rescore_finished`, runs finished earlier are scored again (after a change to evaluation)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     todo = plan(raw, seeds, methods, modes, run_dir)
     results = {}
     for job in todo:
         if (done := _read_marker(job)) is not None:
-            results[job.name] = done
+            results[job.name] = rescore(job, done) if rescore_finished else done
     pending = [j for j in todo if j.name not in results]
     if results:
         log.info("compare: %d of %d runs already finished in %s", len(results), len(todo), run_dir)
