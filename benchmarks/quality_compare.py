@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, today, write_section  # noqa: E402
 
 from mtbert.config import finish, load_raw  # noqa: E402
-from mtbert.training.compare import compare, parse_methods, parse_seeds  # noqa: E402
+from mtbert.training.compare import compare, parse_methods, parse_seeds, table  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     raw = load_raw(args.config, args.set)
     finish(raw, args.config)
     start = time.time()
-    compare(raw, args.config, Path(args.run_dir), parse_seeds(args.seeds), parse_methods(args.methods), [None],
+    report = compare(raw, args.config, Path(args.run_dir), parse_seeds(args.seeds), parse_methods(args.methods), [None],
             args.jobs, args.rescore)
     wall = (time.time() - start) / 60
     cmd = (f"python benchmarks/quality_compare.py --config {args.config} --seeds {args.seeds} --methods {args.methods}"
@@ -51,7 +51,7 @@ def main() -> None:
 - machine: {machine()}; {args.jobs} trainings at a time, one thread each
 - date: {today()}; this call took {wall:.0f} min of wall time (runs finished by an earlier call are reused)
 
-{(Path(args.run_dir) / "compare.md").read_text(encoding="utf-8")}
+{table(report)}
 """
     write_section(args.section, body)
     print(body)
