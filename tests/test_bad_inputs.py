@@ -187,6 +187,16 @@ def conll_tab_check(env: Env) -> None:
     assert json.loads((env.run / "model" / "labels.json").read_text()) == {"ner": ["O", "B-LOC", "B-PER"]}
 
 
+def convert_over_input(env: Env) -> list[str]:
+    path = env.tmp / "dp.json"
+    shutil.copy(ROOT / "configs" / "deeppavlov" / "multitask_example.json", path)
+    return ["convert", str(path), "-o", str(path)]
+
+
+def dp_config_unchanged(env: Env) -> None:
+    assert (env.tmp / "dp.json").read_bytes() == (ROOT / "configs" / "deeppavlov" / "multitask_example.json").read_bytes()
+
+
 def bool_check(env: Env) -> None:
     assert json.loads((env.run / "model" / "labels.json").read_text()) == {"sent": ["False", "True"]}
 
@@ -544,6 +554,17 @@ CASES = [
          train_with_config(setting("tasks.sent.class_weights", [1.0, -1.0])),
          ERR + CFG + "tasks.sent.class_weights: weight -1.0 is not a finite number >= 0; a class weight scales that "
          "class's loss (0 ignores the class)", 2),
+    Case("cli-bad-argument", "cli", "an argument argparse refuses (`--batch-size x`)",
+         "mtbert predict RUN --batch-size x", lambda env: ["predict", str(env.trained_run()), "--batch-size", "x"],
+         ERR + "predict: argument --batch-size: invalid int value: 'x'; see mtbert predict --help", 2),
+    Case("cli-predict-all-input-directory", "cli", "`predict --all --input` that is a directory",
+         "mtbert predict RUN --all --input DIR", lambda env: ["predict", str(env.trained_run()), "--all", "--input",
+                                                              str(env.tmp)],
+         ERR + "--input <tmp>: cannot read (Is a directory)", 2),
+    Case("cli-convert-over-its-input", "cli", "`convert` told to write over the config it converts",
+         "mtbert convert dp.json -o dp.json", convert_over_input,
+         ERR + "-o <tmp>/dp.json: is the config being converted; write the converted config to another file (an "
+         "output is never one of its inputs)", 2, dp_config_unchanged),
     # ------------------------------------------------ command line
     Case("cli-unknown-run-dir", "cli", "run dir that does not exist", "mtbert evaluate nope",
          lambda env: ["evaluate", str(env.tmp / "nope")],

@@ -100,6 +100,9 @@ def cmd_convert(args) -> int:
     from mtbert.config import finish, read_config_file
     from mtbert.io import atomic_write_text
 
+    if args.output != "-" and Path(args.output).resolve() == Path(args.config).resolve():
+        raise UserError(f"-o {args.output}: is the config being converted; write the converted config to another "
+                        "file (an output is never one of its inputs)")
     raw = read_config_file(args.config)
     if not is_deeppavlov_config(raw):
         raise UserError(f"{args.config}: not a DeepPavlov config (no chainer or multitask dataset_reader); "
@@ -345,8 +348,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage and then `PROG: error:`; a mistake in the arguments gets the one line every
+    other mistake gets (subcommand parsers are made of this class too)."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("mtbert").strip()
+        self.exit(2, f"mtbert: error: {command + ': ' if command else ''}{message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
+    p = _Parser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
     p.add_argument("--version", action="version", version=f"mtbert {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True)
@@ -429,7 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a bad argument (its one line is printed): a code, as below
+        return exit_.code if isinstance(exit_.code, int) else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` relaunches the same command
     _setup_logging(not args.quiet)
     try:
