@@ -484,3 +484,11 @@ def test_zero_weight_for_one_class_accepted(base, write_config):
     assert load_config(path).tasks["sent"].class_weights == [0.0, 2.0]
     path = write_config(set_path(copy.deepcopy(base), "tasks.sent.labels", ["neg", "pos"]))
     assert load_config(path).tasks["sent"].labels == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("seed, says", [(-1, "greater than or equal to 0"), (2**32, "less than 4294967296")])
+def test_seed_numpy_cannot_take_refused(seed, says, base, write_config, capsys, no_training):
+    """Found by the fuzz: `seed: -1` passed validation and numpy raised at the start of training."""
+    path = write_config({**copy.deepcopy(base), "seed": seed})
+    expect_cli_error(capsys, path, f"seed: Input should be {says}")
+    assert load_config(write_config({**copy.deepcopy(base), "seed": 2**32 - 1})).seed == 2**32 - 1

@@ -115,7 +115,7 @@ GOOD = "sentence\tlabel\ngood film\tpos\nbad film\tneg\n"
 
 
 def tiny_config(tiny_bert: str, data: Path, run_dir: Path) -> dict:
-    return {"backbone": tiny_bert, "data_dir": str(data), "run_dir": str(run_dir), "max_length": 32,
+    return {"backbone": tiny_bert, "data_dir": data.as_posix(), "run_dir": run_dir.as_posix(), "max_length": 32,
             "tasks": {"sent": {"type": "classification", "train": "train.tsv", "dev": "dev.tsv", "test": "dev.tsv",
                                "columns": {"text": "sentence", "label": "label"}}},
             "training": {"max_steps": 1, "batch_size": 2, "progress": False, "precision": "fp32"}}
@@ -132,11 +132,14 @@ def template(tmp_path_factory, tiny_bert) -> Path:
     (tmp / "data").mkdir()
     for name in ("train.tsv", "dev.tsv"):
         (tmp / "data" / name).write_text(GOOD)
-    (tmp / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_bert, tmp / "data", tmp / "new-run")))
+    # relative paths: each example runs in its own copy of this folder, and must write only there
+    (tmp / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_bert, Path("data"), Path("new-run"))))
     (tmp / "bad.yaml").write_text("tasks:\n  sent:\n    type: classification: x\n")
     (tmp / "in.jsonl").write_text('{"text": "good film"}\n{"text": "bad"}\n')
     shutil.copy(ROOT / "configs" / "deeppavlov" / "multitask_example.json", tmp / "dp.json")
-    train(load_config(tmp / "config.yaml"), tmp / "run")
+    (tmp / "abs.yaml").write_text(yaml.safe_dump(tiny_config(tiny_bert, tmp / "data", tmp / "run")))
+    train(load_config(tmp / "abs.yaml"), tmp / "run")
+    (tmp / "abs.yaml").unlink()
     return tmp
 
 

@@ -235,7 +235,7 @@ class Config(_Strict):
     backbone_impl: Literal["hf", "minbert"] = "hf"  # transformers' AutoModel, or our own BERT (modeling/minbert.py)
     data_dir: str = "."
     run_dir: str | None = None
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # numpy's seeds are 32-bit
     max_length: Annotated[int, Field(gt=8)] = 128
     tasks: dict[str, TaskConfig]
     training: TrainingConfig = Field(default_factory=TrainingConfig)
