@@ -565,6 +565,11 @@ CASES = [
          "mtbert convert dp.json -o dp.json", convert_over_input,
          ERR + "-o <tmp>/dp.json: is the config being converted; write the converted config to another file (an "
          "output is never one of its inputs)", 2, dp_config_unchanged),
+    Case("cli-run-dir-is-a-file", "cli", "`--run-dir` that is a file (train, compare)",
+         "mtbert compare config.yaml --run-dir config.yaml",
+         lambda env: ["compare", *train_with()(env)[1:], "--run-dir", str(env.config_path)],
+         ERR + "<tmp>/config.yaml: <tmp>/config.yaml is a file, not a folder; give a run dir that is a folder, new "
+         "or a run's", 2),
     # ------------------------------------------------ command line
     Case("cli-unknown-run-dir", "cli", "run dir that does not exist", "mtbert evaluate nope",
          lambda env: ["evaluate", str(env.tmp / "nope")],

@@ -119,6 +119,10 @@ def cmd_convert(args) -> int:
 
 
 def _fresh_run_dir(run_dir: Path, overwrite: bool, clear: bool = True) -> None:
+    existing = next(p for p in [run_dir, *run_dir.absolute().parents] if p.exists())
+    if not existing.is_dir():  # found by the fuzz: a traceback from mkdir after the config was read
+        raise UserError(f"{run_dir}: {existing} is a file, not a folder; give a run dir that is a folder, "
+                        "new or a run's")
     if (run_dir / "model").exists() or (run_dir / "metrics.jsonl").exists() or (run_dir / "compare.md").exists():
         if not overwrite:
             raise UserError(f"{run_dir}: already holds a run; pass --overwrite to replace it, "
