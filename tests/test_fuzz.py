@@ -195,14 +195,25 @@ def argvs(draw) -> list[str]:
 
 
 def outputs(argv: list[str]) -> set[str]:
-    """The paths a command is asked to write: they may change (unless they are also what it reads)."""
-    out = set()
+    """The paths a command is asked to write: they may change, unless they are also what it reads (an
+    output that is also an input is refused)."""
+    command = argv[argv[:1] == ["-q"]] if argv else ""
+    named, read = set(), set()
     for i, arg in enumerate(argv[:-1]):
+        value = os.path.normpath(argv[i + 1]) if argv[i + 1] else ""
         if arg in ("--output", "-o"):
-            out.add(os.path.normpath(argv[i + 1]))
-    if argv and argv[argv[0] == "-q"] in ("train", "compare"):
-        out.update({"run", "new-run"})  # train's own run dirs: --overwrite and --resume rewrite them
-    return out
+            named.add(value)
+        elif arg == "--input":
+            read.add(value)
+        elif arg == "--data":
+            read.add(os.path.normpath(argv[i + 1].partition("=")[2] or "."))
+    if command == "predict" and "--input" not in argv:
+        read.add("-")
+    if command in ("train", "compare", "convert") and len(argv) > argv.index(command) + 1:
+        read.add(os.path.normpath(argv[argv.index(command) + 1]))  # the config
+    if command in ("train", "compare"):
+        named.update({"run", "new-run"})  # train's own run dirs: --overwrite and --resume rewrite them
+    return named - read
 
 
 def changed_inputs(before: dict[str, str], after: dict[str, str], argv: list[str]) -> list[str]:
