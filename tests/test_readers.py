@@ -624,3 +624,11 @@ def test_wrong_column_count_is_a_user_error(rows, data):
     assert "train.tsv" in msg
     if i > 0 and len(lines[0]) == 3:
         assert f"line {i + 1}: expected 3 columns, found {len(lines[i])}" in msg
+
+
+def test_header_cell_with_a_line_break_keeps_the_message_one_line(tmp_path):
+    """Found by the fuzz: a quoted CSV header cell holding a line break split the error in two."""
+    write(tmp_path, "train.file", '"sen\ntence",label\na,pos\n')
+    msg = read_error(tmp_path, "column 'sentence' not in", "('sen\\ntence', label)", type="classification",
+                     format="csv", columns={"text": "sentence", "label": "label"})
+    assert "\n" not in msg

@@ -63,7 +63,8 @@ def _column_index(spec, header: list[str] | None, key: str, source: str, task: s
         raise UserError(f"tasks.{task}.columns.{key}: '{spec}' is a column name but {source} has no header "
                         "(header: false); give a 0-based column index")
     if spec not in header:
-        shown = ", ".join(h if h else "''" for h in header)
+        # a quoted header cell may hold a line break: shown as its repr, the message stays one line
+        shown = ", ".join(h if h and h.isprintable() else _short(h) for h in header)
         raise UserError(f"tasks.{task}.columns.{key}: column '{spec}' not in {source} header ({shown})")
     where = [i for i, h in enumerate(header) if h == spec]
     if len(where) > 1:  # which one the user means is a guess; a duplicate name no column uses is harmless
@@ -332,7 +333,7 @@ def _read_conll(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
                              f"{name}.delimiter)")
                 continue
             if not IOB2_TAG.match(tag):
-                bad = BadRow(f"line {line}: tag '{tag}' is not IOB2 (O, B-TYPE or I-TYPE)")
+                bad = BadRow(f"line {line}: tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE)")
                 continue
             tokens.append(token)
             tags.append(tag)
@@ -410,9 +411,9 @@ def _refuse_header_as_class(examples: list[Example], first_line: int, split: str
         why = "every other class has two examples or more"
     else:
         return
-    raise UserError(f"{first.where}: label '{first.label}' of task {name} occurs only on this first line and "
+    raise UserError(f"{first.where}: label {first.label!r} of task {name} occurs only on this first line and "
                     f"{why}: it looks like a header row, but tasks.{name}.header is false; set header: true, or "
-                    f"if '{first.label}' is a class, list the classes under tasks.{name}.labels")
+                    f"if {first.label!r} is a class, list the classes under tasks.{name}.labels")
 
 
 def read_split(cfg: Config, name: str, split: str, path_override: str | None = None,
