@@ -190,6 +190,42 @@ def jsonl(rows: list[dict], newline: str = "\n") -> str:
     return "".join(json.dumps(r) + newline for r in rows)
 
 
+HEADED = "sentence\tlabel\ngood film\tpos\nbad film\tneg\nfine film\tpos\nawful film\tneg\n"
+STS_JSON = {**STS, "format": "jsonl", "train": "sts.jsonl", "dev": "sts.jsonl"}
+BOOL_JSON = {"type": "classification", "format": "jsonl", "train": "bool.jsonl", "dev": "bool.jsonl",
+             "columns": {"text": "t", "label": "y"}}
+CONLL_TAB = "John\tNNP\tB-NP\tB-PER\nlives\tVBZ\tB-VP\tO\nin\tIN\tB-PP\tO\nNew York\tNNP\tB-NP\tB-LOC\n\n"
+
+
+def conll_tab_setup(env: Env) -> list[str]:
+    with_good_data(env)
+    env.write("ner.txt", CONLL_TAB)
+    return ["train", str(env.config({"ner": NER}))]
+
+
+def conll_tab_check(env: Env) -> None:
+    from mtbert.config import load_config
+    from mtbert.data.readers import read_split
+
+    [ex] = read_split(load_config(env.config_path), "ner", "train")
+    assert ex.tokens == ["John", "lives", "in", "New York"] and ex.label == ["B-PER", "O", "O", "B-LOC"]
+    assert json.loads((env.run / "model" / "labels.json").read_text()) == {"ner": ["O", "B-LOC", "B-PER"]}
+
+
+def convert_over_input(env: Env) -> list[str]:
+    path = env.tmp / "dp.json"
+    shutil.copy(ROOT / "configs" / "deeppavlov" / "multitask_example.json", path)
+    return ["convert", str(path), "-o", str(path)]
+
+
+def dp_config_unchanged(env: Env) -> None:
+    assert (env.tmp / "dp.json").read_bytes() == (ROOT / "configs" / "deeppavlov" / "multitask_example.json").read_bytes()
+
+
+def bool_check(env: Env) -> None:
+    assert json.loads((env.run / "model" / "labels.json").read_text()) == {"sent": ["False", "True"]}
+
+
 def crlf_setup(env: Env) -> list[str]:
     """The same small tasks in every text format, every line ending in CRLF."""
     env.write("train.tsv", GOOD.replace("\n", "\r\n"))
@@ -808,6 +844,86 @@ CASES = [
          train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS + [{"p": "x", "choices": ["a", "b"], "y": 2}])}),
          ERR + "<data>/mc.jsonl line 3: label 2 is not the index of one of the 2 choices (task mc; fix the row or "
          "set tasks.mc.on_bad_rows: skip)", 2),
+    # ------------------------------------------------ data: silently misread before (issue 14, readers)
+    Case("data-header-false-with-header", "data", "`header: false` on a file that has a header", TRAIN,
+         train_with({"sent": sent(header=False, columns={"text": 0, "label": 1})},
+                    files={"train.tsv": HEADED, "dev.tsv": HEADED.split("\n", 1)[1]}),
+         ERR + "<data>/train.tsv line 1: label 'label' of task sent occurs only on this first line and every other "
+         "class has two examples or more: it looks like a header row, but tasks.sent.header is false; set header: "
+         "true, or if 'label' is a class, list the classes under tasks.sent.labels", 2),
+    Case("data-header-false-numeric", "data", "`header: false` on a file with a header and 0/1 labels", TRAIN,
+         train_with({"sent": sent(header=False, columns={"text": 0, "label": 1})},
+                    files={"train.tsv": "sentence\tlabel\ngood\t1\nbad\t0\n", "dev.tsv": "good\t1\nbad\t0\n"}),
+         ERR + "<data>/train.tsv line 1: label 'label' of task sent occurs only on this first line and every other "
+         "label is a number: it looks like a header row, but tasks.sent.header is false; set header: true, or if "
+         "'label' is a class, list the classes under tasks.sent.labels", 2),
+    Case("data-conll-space-in-token", "data", "CoNLL token with a space (`New York`), columns split on spaces",
+         TRAIN, train_with({"ner": NER}, files={"ner.txt": CONLL_GOOD + "New York NNP B-NP B-LOC\n"}),
+         ERR + "<data>/ner.txt line 6: line 6 has 5 columns but line 1 has 4; a token or tag with a space? separate "
+         "the columns with tabs (or set tasks.ner.delimiter) (task ner; fix the row or set tasks.ner.on_bad_rows: "
+         "skip)", 2),
+    Case("data-conll-tab-token-with-space", "data", "CoNLL token with a space in a tab-separated file", TRAIN,
+         conll_tab_setup, "works: trains; the file is split on tabs (its first line has one), `New York` is one "
+         "token and B-NP never reaches the tags", 0, conll_tab_check),
+    Case("data-json-true-number", "data", "JSON `true` as a regression label (or a choice index)", TRAIN,
+         train_with({"sts": STS_JSON}, files={"sts.jsonl": '{"s1": "a", "s2": "b", "score": 1.5}\n'
+                                                            '{"s1": "c", "s2": "d", "score": true}\n'}),
+         ERR + "<data>/sts.jsonl line 2: label true is a JSON boolean, not a number (task sts; fix the row or set "
+         "tasks.sts.on_bad_rows: skip)", 2),
+    Case("data-json-true-class", "data", "JSON `true`/`false` as a class label (BoolQ)", TRAIN,
+         train_with({"sent": BOOL_JSON}, files={"bool.jsonl": jsonl([{"t": "yes it is", "y": True},
+                                                                      {"t": "no it is not", "y": False}])}),
+         "works: trains; the classes are `True` and `False`, as Hugging Face's ClassLabel names them", 0,
+         bool_check),
+    Case("data-underscore-number", "data", "regression label `1_000` (Python's float() takes it)", TRAIN,
+         train_with({"sts": STS}, files={"sts.tsv": "s1\ts2\tscore\na\tb\t1.5\nc\td\t1_000\n"}),
+         ERR + "<data>/sts.tsv line 3: label '1_000' is not a number (task sts; fix the row or set "
+         "tasks.sts.on_bad_rows: skip)", 2),
+    Case("data-json-object-text", "data", 'JSON Lines text that is not a string (`{"x": 1}`)', TRAIN,
+         train_with({"sent": BOOL_JSON}, files={"bool.jsonl": '{"t": "fine", "y": "pos"}\n{"t": {"x": 1}, "y": "neg"}\n'}),
+         ERR + "<data>/bool.jsonl line 2: text is a JSON object, not a string; write the text as a JSON string "
+         "(task sent; fix the row or set tasks.sent.on_bad_rows: skip)", 2),
+    Case("data-choices-string", "data", "multiple choice: `choices` a string, not a list", TRAIN,
+         train_with({"mc": MC}, files={"mc.jsonl": jsonl(MC_ROWS + [{"p": "x", "choices": "ab", "y": 0}])}),
+         ERR + "<data>/mc.jsonl line 3: 1 choice(s) ('ab'); a multiple-choice example needs at least 2: a JSON list "
+         "of strings under one key, or one key (column) per choice under columns.choices (task mc; fix the row or "
+         "set tasks.mc.on_bad_rows: skip)", 2),
+    Case("data-invisible-text", "data", "text of only zero-width or control characters", TRAIN,
+         train_with(files={"train.tsv": "sentence\tlabel\ngood\tpos\n\u200b\u200d\tneg\n"}),
+         ERR + "<data>/train.tsv line 3: text '\\u200b\\u200d' has no visible character (only control, zero-width "
+         "or space characters); the tokenizer would see an empty text (task sent; fix the row or set "
+         "tasks.sent.on_bad_rows: skip)", 2),
+    Case("data-duplicate-header", "data", "a column named in the config appears twice in the header", TRAIN,
+         train_with(files={"train.tsv": "sentence\tsentence\tlabel\na\tb\tpos\n"}),
+         ERR + "tasks.sent.columns.text: column 'sentence' appears 2 times in the <data>/train.tsv header "
+         "(columns 0, 1); rename one, or give a 0-based column index", 2),
+    Case("data-duplicate-json-key", "data", "JSON Lines object with a key twice", TRAIN,
+         train_with({"sent": BOOL_JSON}, files={"bool.jsonl": '{"t": "fine", "y": "pos", "y": "neg"}\n'}),
+         ERR + "<data>/bool.jsonl line 1: key 'y' appears twice in one object; keep one (task sent; fix the row or "
+         "set tasks.sent.on_bad_rows: skip)", 2),
+    Case("data-duplicate-labels", "data", "the same class twice in `labels`", TRAIN,
+         train_with_config(setting("tasks.sent.labels", ["pos", "neg", "pos"])),
+         ERR + CFG + "tasks.sent.labels: 'pos' is listed twice; list each class once", 2),
+    Case("data-negative-class-weight", "data", "a negative class weight", TRAIN,
+         train_with_config(setting("tasks.sent.class_weights", [1.0, -1.0])),
+         ERR + CFG + "tasks.sent.class_weights: weight -1.0 is not a finite number >= 0; a class weight scales that "
+         "class's loss (0 ignores the class)", 2),
+    Case("cli-bad-argument", "cli", "an argument argparse refuses (`--batch-size x`)",
+         "mtbert predict RUN --batch-size x", lambda env: ["predict", str(env.trained_run()), "--batch-size", "x"],
+         ERR + "predict: argument --batch-size: invalid int value: 'x'; see mtbert predict --help", 2),
+    Case("cli-predict-all-input-directory", "cli", "`predict --all --input` that is a directory",
+         "mtbert predict RUN --all --input DIR", lambda env: ["predict", str(env.trained_run()), "--all", "--input",
+                                                              str(env.tmp)],
+         ERR + "--input <tmp>: cannot read (Is a directory)", 2),
+    Case("cli-convert-over-its-input", "cli", "`convert` told to write over the config it converts",
+         "mtbert convert dp.json -o dp.json", convert_over_input,
+         ERR + "-o <tmp>/dp.json: is the config being converted; write the converted config to another file (an "
+         "output is never one of its inputs)", 2, dp_config_unchanged),
+    Case("cli-run-dir-is-a-file", "cli", "`--run-dir` that is a file (train, compare)",
+         "mtbert compare config.yaml --run-dir config.yaml",
+         lambda env: ["compare", *train_with()(env)[1:], "--run-dir", str(env.config_path)],
+         ERR + "<tmp>/config.yaml: <tmp>/config.yaml is a file, not a folder; give a run dir that is a folder, new "
+         "or a run's", 2),
     # ------------------------------------------------ command line
     Case("cli-unknown-run-dir", "cli", "run dir that does not exist", "mtbert evaluate nope",
          lambda env: ["evaluate", str(env.tmp / "nope")],

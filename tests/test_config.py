@@ -460,3 +460,35 @@ def test_json_and_yaml_config_via_cli_options_order(base, write_config, capsys, 
     path = write_config(base, "c.json")
     assert json.loads(path.read_text())["tasks"]["sent"]["type"] == "classification"
     expect_cli_error(capsys, path, "training.batch_size:", "'big'", extra_args=["--set", "training.batch_size=big"])
+
+
+# ---------------------------------------------------------------- labels and class weights (issue 14)
+
+
+@pytest.mark.parametrize("key, value, parts", [
+    ("labels", ["pos", "neg", "pos"], ["tasks.sent.labels: 'pos' is listed twice; list each class once"]),
+    ("class_weights", [1.0, -0.5], ["tasks.sent.class_weights: weight -0.5 is not a finite number >= 0"]),
+    ("class_weights", [1.0, float("nan")], ["tasks.sent.class_weights: weight nan is not a finite number >= 0"]),
+    ("class_weights", [float("inf"), 1.0], ["tasks.sent.class_weights: weight inf is not a finite number >= 0"]),
+    ("class_weights", [0, 0.0], ["tasks.sent.class_weights: every weight is 0"]),
+])
+def test_labels_and_class_weights_refused(key, value, parts, base, write_config, capsys, no_training):
+    path = write_config(set_path(copy.deepcopy(base), f"tasks.sent.{key}", value))
+    msg = expect_error(path, *parts)
+    assert expect_cli_error(capsys, path, *parts) == f"mtbert: error: {msg}"
+
+
+def test_zero_weight_for_one_class_accepted(base, write_config):
+    """0 ignores a class; only a negative, non-finite or all-zero list is refused."""
+    path = write_config(set_path(copy.deepcopy(base), "tasks.sent.class_weights", [0.0, 2.0]))
+    assert load_config(path).tasks["sent"].class_weights == [0.0, 2.0]
+    path = write_config(set_path(copy.deepcopy(base), "tasks.sent.labels", ["neg", "pos"]))
+    assert load_config(path).tasks["sent"].labels == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("seed, says", [(-1, "greater than or equal to 0"), (2**32, "less than 4294967296")])
+def test_seed_numpy_cannot_take_refused(seed, says, base, write_config, capsys, no_training):
+    """Found by the fuzz: `seed: -1` passed validation and numpy raised at the start of training."""
+    path = write_config({**copy.deepcopy(base), "seed": seed})
+    expect_cli_error(capsys, path, f"seed: Input should be {says}")
+    assert load_config(write_config({**copy.deepcopy(base), "seed": 2**32 - 1})).seed == 2**32 - 1

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -395,6 +396,134 @@ def test_float_labels_normalise(tmp_path):
     assert build_labels("classification", examples) == ["0", "0.5", "1", "10"]
 
 
+# ---------------------------------------------------------------- silently misread before (issue 14)
+
+HEADERLESS = {"type": "classification", "header": False, "columns": {"text": 0, "label": 1}}
+
+
+def test_header_false_on_a_file_with_a_header(tmp_path):
+    """The header's label cell would become a class of one example: refused, with both fixes."""
+    write(tmp_path, "train.file", "sentence\tlabel\ngood\t1\nbad\t0\n")
+    read_error(tmp_path, "train.file line 1: label 'label' of task t occurs only on this first line and every "
+               "other label is a number", "set header: true", "list the classes under tasks.t.labels", **HEADERLESS)
+    write(tmp_path, "train.file", "sentence\tlabel\ngood\tpos\nbad\tneg\nfine\tpos\nawful\tneg\n")
+    read_error(tmp_path, "every other class has two examples or more", **HEADERLESS)
+    # the same file with its header read as one reads fine
+    assert [e.label for e in read(tmp_path, **{**HEADERLESS, "header": True})] == ["pos", "neg", "pos", "neg"]
+    # a class really seen once on line 1 is kept when the classes are listed
+    kept = read(tmp_path, **HEADERLESS, labels=["label", "pos", "neg"])
+    assert [e.label for e in kept] == ["label", "pos", "neg", "pos", "neg"]
+    # dev files are small: a one-example class there is no sign of a header
+    write(tmp_path, "dev.file", (tmp_path / "train.file").read_text())
+    assert len(read(tmp_path, "dev", **HEADERLESS)) == 5
+
+
+def test_header_false_on_headerless_files_reads_every_row(tmp_path):
+    write(tmp_path, "train.file", "good\tpos\nbad\tneg\n")  # every class once
+    assert [e.label for e in read(tmp_path, **HEADERLESS)] == ["pos", "neg"]
+    write(tmp_path, "train.file", "good\t1\nbad\t0\nfine\t1\n")
+    assert [e.label for e in read(tmp_path, **HEADERLESS)] == ["1", "0", "1"]
+    write(tmp_path, "train.file", "odd\tx\ngood\tpos\nbad\tneg\nfine\tpos\n")  # 'neg' is seen once too
+    assert [e.label for e in read(tmp_path, **HEADERLESS)] == ["x", "pos", "neg", "pos"]
+
+
+def test_header_false_regression_first_row_says_header(tmp_path):
+    write(tmp_path, "train.file", "s1\tscore\na\t1.5\n")
+    read_error(tmp_path, "line 1: label 'score' is not a number (task t; if line 1 is a header, set "
+               "tasks.t.header: true; otherwise fix the row", type="regression", header=False,
+               columns={"text": 0, "label": 1})
+
+
+NER_SPACE = "John NNP B-NP B-PER\nNew York NNP B-NP B-LOC\n\n"
+
+
+@pytest.mark.parametrize("tags", [3, -1])
+def test_conll_token_with_a_space_shifts_no_column(tmp_path, tags):
+    """Split on whitespace, 'New York' makes five columns: column 3 would be the chunk tag B-NP (valid IOB2)."""
+    write(tmp_path, "train.file", NER_SPACE)
+    read_error(tmp_path, "line 1: line 2 has 5 columns but line 1 has 4; a token or tag with a space? separate "
+               "the columns with tabs", type="sequence_labeling", format="conll", columns={"tokens": 0, "tags": tags})
+
+
+def test_conll_tab_separated_keeps_tokens_with_spaces(tmp_path):
+    write(tmp_path, "train.file", "John\tNNP\tB-NP\tB-PER\nNew York\tNNP\tB-NP\tB-LOC\n\n")
+    for delimiter in (None, "\t"):  # found from the first line, or said in the config
+        [ex] = read(tmp_path, type="sequence_labeling", format="conll", delimiter=delimiter,
+                    columns={"tokens": 0, "tags": 3})
+        assert (ex.tokens, ex.label) == (["John", "New York"], ["B-PER", "B-LOC"])
+
+
+MC_JSON = {"type": "multiple_choice", "format": "jsonl", "columns": {"text": "p", "choices": ["c"], "label": "y"}}
+STS_JSON = {"type": "regression", "format": "jsonl", "columns": {"text": "a", "label": "y"}}
+CLS_JSON = {"type": "classification", "format": "jsonl", "columns": {"text": "a", "label": "y"}}
+
+
+def test_json_boolean_is_no_number(tmp_path):
+    write(tmp_path, "train.file", '{"a": "x", "y": true}\n')
+    read_error(tmp_path, "line 1: label true is a JSON boolean, not a number", **STS_JSON)
+    write(tmp_path, "train.file", '{"p": "x", "c": ["a", "b"], "y": true}\n')
+    read_error(tmp_path, "line 1: label true is a JSON boolean, not a choice index", **MC_JSON)
+    # a class may be a boolean (BoolQ): True/False, as Hugging Face's ClassLabel names them
+    write(tmp_path, "train.file", '{"a": "x", "y": true}\n{"a": "z", "y": false}\n')
+    assert [e.label for e in read(tmp_path, **CLS_JSON)] == ["True", "False"]
+    write(tmp_path, "train.file", '{"a": "x", "y": ["pos"]}\n')
+    read_error(tmp_path, "label ['pos'] is a JSON list; a class label is a string or a number", **CLS_JSON)
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\u0661", "0x10", "1,5", "infinity"])
+def test_regression_label_only_plain_numbers(tmp_path, cell):
+    """float() takes '1_000', Arabic-Indic digits and 'infinity': typos in a data file, refused."""
+    write(tmp_path, "train.file", f"s\tscore\na\t{cell}\n")
+    read_error(tmp_path, f"line 2: label '{cell}' is not a", type="regression", columns={"text": "s", "label": "score"})
+
+
+def test_regression_label_number_forms(tmp_path):
+    write(tmp_path, "train.file", "s\tscore\na\t 1.5 \nb\t-2\nc\t+.5\nd\t1e-3\ne\t3.\n")
+    examples = read(tmp_path, type="regression", columns={"text": "s", "label": "score"})
+    assert [e.label for e in examples] == [1.5, -2.0, 0.5, 0.001, 3.0]
+
+
+@pytest.mark.parametrize("value, kind", [('{"x": 1}', "a JSON object"), ("[1, 2]", "a JSON list"),
+                                         ("true", "a JSON boolean"), ("3", "a JSON number")])
+def test_json_text_must_be_a_string(tmp_path, value, kind):
+    write(tmp_path, "train.file", f'{{"a": {value}, "y": "pos"}}\n')
+    read_error(tmp_path, f"line 1: text is {kind}, not a string; write the text as a JSON string", **CLS_JSON)
+
+
+def test_choices_string_and_single_choice(tmp_path):
+    write(tmp_path, "train.file", '{"p": "x", "c": "ab", "y": 0}\n')
+    read_error(tmp_path, "line 1: 1 choice(s) ('ab'); a multiple-choice example needs at least 2", **MC_JSON)
+    write(tmp_path, "train.file", '{"p": "x", "c": [], "y": 0}\n')
+    read_error(tmp_path, "line 1: 0 choice(s); a multiple-choice example needs at least 2", **MC_JSON)
+    write(tmp_path, "train.file", '{"p": "x", "c": ["a", {"b": 1}], "y": 0}\n')
+    read_error(tmp_path, "line 1: choice is a JSON object, not a string", **MC_JSON)
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\u200b\u200d\ufeff", "\x01\x02", "\u200b\u00a0\u2028"])
+def test_text_of_invisible_characters_refused(tmp_path, text):
+    write(tmp_path, "train.file", json.dumps({"a": text, "y": "pos"}) + "\n")
+    read_error(tmp_path, "line 1: text", "has no visible character", **CLS_JSON)
+
+
+def test_text_with_a_visible_character_kept(tmp_path):
+    write(tmp_path, "train.file", json.dumps({"a": "\u200bok\u200d", "y": "pos"}) + "\n")
+    assert read(tmp_path, **CLS_JSON)[0].text == "\u200bok\u200d"
+
+
+def test_duplicate_header_name_named_by_the_config(tmp_path):
+    write(tmp_path, "train.file", "sentence\tsentence\tlabel\tx\tx\na\tb\tpos\t1\t2\n")
+    read_error(tmp_path, "tasks.t.columns.text: column 'sentence' appears 2 times in the", "(columns 0, 1); rename "
+               "one, or give a 0-based column index", **CLS)
+    # an index picks one; a duplicate name no column uses ('x') is harmless
+    [ex] = read(tmp_path, type="classification", columns={"text": 1, "label": "label"})
+    assert (ex.text, ex.label) == ("b", "pos")
+
+
+def test_jsonl_duplicate_key(tmp_path):
+    write(tmp_path, "train.file", '{"a": "x", "y": "pos", "y": "neg"}\n')
+    read_error(tmp_path, "line 1: key 'y' appears twice in one object; keep one", **CLS_JSON)
+
+
 # ---------------------------------------------------------------- label vocabularies and encoding
 
 
@@ -454,7 +583,8 @@ def test_dev_tag_unseen_in_train(tmp_path, tokenizer):
 
 # ---------------------------------------------------------------- properties
 
-TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=30).filter(str.strip)
+TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=30).filter(
+    lambda t: any(unicodedata.category(c)[0] not in "CZ" for c in t))  # a text of only invisible characters is refused
 # labels are stripped and 1.0 is read as 1 (both documented), so generate labels those rules leave alone
 LABEL = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=12).map(str.strip).filter(
     lambda s: s and not re.fullmatch(r"-?\d+\.0", s))
@@ -494,3 +624,11 @@ def test_wrong_column_count_is_a_user_error(rows, data):
     assert "train.tsv" in msg
     if i > 0 and len(lines[0]) == 3:
         assert f"line {i + 1}: expected 3 columns, found {len(lines[i])}" in msg
+
+
+def test_header_cell_with_a_line_break_keeps_the_message_one_line(tmp_path):
+    """Found by the fuzz: a quoted CSV header cell holding a line break split the error in two."""
+    write(tmp_path, "train.file", '"sen\ntence",label\na,pos\n')
+    msg = read_error(tmp_path, "column 'sentence' not in", "('sen\\ntence', label)", type="classification",
+                     format="csv", columns={"text": "sentence", "label": "label"})
+    assert "\n" not in msg

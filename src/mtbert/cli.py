@@ -461,8 +461,17 @@ PRECISION_HELP = ("torch engine: auto (default) is the precision the run's dev s
                   "training, so evaluate reproduces report.md; fp16 needs a GPU")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage and then `PROG: error:`; a mistake in the arguments gets the one line every
+    other mistake gets (subcommand parsers are made of this class too)."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("mtbert").strip()
+        self.exit(2, f"mtbert: error: {command + ': ' if command else ''}{message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
+    p = _Parser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
     p.add_argument("--version", action="version", version=f"mtbert {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True)
@@ -562,7 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a bad argument (its one line is printed): a code, as below
+        return exit_.code if isinstance(exit_.code, int) else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` relaunches the same command
     _setup_logging(not args.quiet)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
 import re
 import types
@@ -115,6 +116,28 @@ class TaskConfig(_Strict):
             raise ValueError(f"'bce' is one sigmoid output for two classes, but the task has {count} labels; "
                              "use loss: cross_entropy")
         return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_once(cls, labels):
+        seen = set()
+        for label in labels or []:
+            if label in seen:  # two indices for one class: the second is never predicted, never trained
+                raise ValueError(f"'{label}' is listed twice; list each class once")
+            seen.add(label)
+        return labels
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights_usable(cls, weights):
+        if isinstance(weights, list):
+            if not all(math.isfinite(w) and w >= 0 for w in weights):
+                bad = next(w for w in weights if not (math.isfinite(w) and w >= 0))
+                raise ValueError(f"weight {bad} is not a finite number >= 0; a class weight scales that class's "
+                                 "loss (0 ignores the class)")
+            if weights and not any(weights):  # the weighted mean of the loss would be 0/0
+                raise ValueError("every weight is 0; give at least one class a weight above 0")
+        return weights
 
     @model_validator(mode="after")
     def _columns_for_type(self):

@@ -13,6 +13,8 @@ import math
 import random
 import re
 import sys
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +72,15 @@ def _column_index(spec, header: list[str] | None, key: str, source: str, task: s
         raise UserError(f"tasks.{task}.columns.{key}: '{spec}' is a column name but {source} has no header "
                         "(header: false); give a 0-based column index")
     if spec not in header:
-        shown = ", ".join(h if h else "''" for h in header)
+        # a quoted header cell may hold a line break: shown as its repr, the message stays one line
+        shown = ", ".join(h if h and h.isprintable() else _short(h) for h in header)
         where = f"tasks.{task}.columns.{key}: column '{spec}' not in {source} header"
         raise ColumnNotInHeader(f"{where} ({shown})", f"{where}; is it this task's file? pass --data {task}=PATH to read another")
-    return header.index(spec)
+    where = [i for i, h in enumerate(header) if h == spec]
+    if len(where) > 1:  # which one the user means is a guess; a duplicate name no column uses is harmless
+        raise UserError(f"tasks.{task}.columns.{key}: column '{spec}' appears {len(where)} times in the {source} "
+                        f"header (columns {', '.join(map(str, where))}); rename one, or give a 0-based column index")
+    return where[0]
 
 
 def _row_to_example(task: TaskConfig, get) -> Example:
@@ -84,8 +91,8 @@ def _row_to_example(task: TaskConfig, get) -> Example:
         tokens, tags = get("tokens"), get("tags")
         if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
             raise BadRow("tokens and tags must be lists of the same length")
-        ex.tokens = [str(t) for t in tokens]
-        ex.label = [str(t) for t in tags]
+        ex.tokens = [_word(t, "token") for t in tokens]
+        ex.label = [_word(t, "tag") for t in tags]
         return ex
     ex.text = _text(get("text"), "text")
     if c.text_pair is not None:
@@ -94,8 +101,12 @@ def _row_to_example(task: TaskConfig, get) -> Example:
         if c.question is not None:
             ex.question = _text(get("question"), "question")
         ex.choices = [_text(v, "choice") for v in get("choices")]
-        if not ex.choices:
-            raise BadRow("no choices")
+        # one choice is no choice (its softmax is 1 whatever the model says); it is also what a JSON string
+        # under `choices: [key]` becomes
+        if len(ex.choices) < 2:
+            shown = f" ({_short(ex.choices[0])})" if ex.choices else ""
+            raise BadRow(f"{len(ex.choices)} choice(s){shown}; a multiple-choice example needs at least 2: a JSON "
+                         "list of strings under one key, or one key (column) per choice under columns.choices")
     if c.id is not None:
         ex.id = str(get("id")).strip()
     if c.label is None:  # unlabeled inputs (e.g. minBERT's *-test-student.csv), read for prediction
@@ -104,24 +115,19 @@ def _row_to_example(task: TaskConfig, get) -> Example:
     if raw_label is None or (isinstance(raw_label, str) and not raw_label.strip()):
         raise BadRow("blank label")
     if task.type == "regression":
-        try:
-            ex.label = float(raw_label)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer with 400 digits
-            raise BadRow(f"label {_short(raw_label)} is not a number") from None
-        if not math.isfinite(ex.label):
-            raise BadRow(f"label {raw_label!r} is not a finite number")
+        ex.label = _number(raw_label, "a number")
     elif task.type == "multiple_choice":
-        try:
-            index = float(raw_label)
-        except (TypeError, ValueError, OverflowError):
-            raise BadRow(f"label {_short(raw_label)} is not a choice index") from None
+        index = _number(raw_label, "a choice index")
         if not index.is_integer():
             raise BadRow(f"label {raw_label!r} is not a whole choice index")
         ex.label = int(index)
         if not 0 <= ex.label < len(ex.choices):
             raise BadRow(f"label {ex.label} is not the index of one of the {len(ex.choices)} choices")
     else:
-        # 1.0 and 1 are the same class (the minBERT Quora file writes 0.0/1.0)
+        if isinstance(raw_label, (dict, list)):
+            raise BadRow(f"label {_short(raw_label)} is {_json_kind(raw_label)}; a class label is a string or a number")
+        # 1.0 and 1 are the same class (the minBERT Quora file writes 0.0/1.0); JSON true/false are the
+        # classes 'True'/'False', as Hugging Face's ClassLabel names them (BoolQ)
         label = str(raw_label).strip()
         ex.label = label[:-2] if re.fullmatch(r"-?\d+\.0", label) else label
     return ex
@@ -129,14 +135,57 @@ def _row_to_example(task: TaskConfig, get) -> Example:
 
 def _short(value) -> str:
     """A value for a message: its repr, cut to 60 characters (a bad cell may be a whole line)."""
-    text = repr(value)
+    text = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)  # true, as the file says
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _word(value, name: str) -> str:
+    """A token or tag of a JSON Lines / datasets record: a string (or a number, as tag ids often are)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise BadRow(f"{name} {_short(value)} is {_json_kind(value)}, not a string")
+    return str(value)
 
 
 def _text(value, name: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise BadRow(f"empty {name}")
-    return str(value)
+    if not isinstance(value, str):  # JSON Lines: {"x": 1}, [..], true or 3 would be read as their repr
+        raise BadRow(f"{name} is {_json_kind(value)}, not a string; write the {name} as a JSON string")
+    if not any(unicodedata.category(c)[0] not in INVISIBLE for c in value):
+        raise BadRow(f"{name} {_short(value)} has no visible character (only control, zero-width or space "
+                     "characters); the tokenizer would see an empty text")
+    return value
+
+
+# Unicode categories with no glyph: C* (control, format such as U+200B zero-width space, U+FEFF, private
+# use, unassigned) and Z* (separators). A text of only these tokenises to nothing but [CLS] [SEP].
+INVISIBLE = "CZ"
+
+
+def _json_kind(value) -> str:
+    kinds = ((type(None), "JSON null"), (bool, "a JSON boolean"), (dict, "a JSON object"), (list, "a JSON list"), ((int, float), "a JSON number"))
+    return next((name for types, name in kinds if isinstance(value, types)), type(value).__name__)
+
+
+# A number as people write it in a data file: ASCII digits, optional sign, point and exponent. Python's
+# float() also takes '1_000', ' 1e3', 'infinity' and non-ASCII digits ('١'), which are typos here.
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def _number(raw, what: str) -> float:
+    """A label cell or JSON value as a finite float; a JSON boolean is not a number (float(True) is 1.0)."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise BadRow(f"label {_short(raw)} is {_json_kind(raw)}, not {what}")
+    if isinstance(raw, str) and not NUMBER.fullmatch(raw.strip()):
+        finite_word = raw.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity")
+        raise BadRow(f"label {_short(raw)} is not {what}" if finite_word else f"label {raw!r} is not a finite number")
+    try:
+        value = float(raw)
+    except OverflowError:  # a JSON integer with 400 digits
+        raise BadRow(f"label {_short(raw)} is not {what}") from None
+    if not math.isfinite(value):
+        raise BadRow(f"label {raw!r} is not a finite number")
+    return value
 
 
 def _read_delimited(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, Any]]:
@@ -203,12 +252,14 @@ def _read_jsonl(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
+                record = json.loads(text, object_pairs_hook=_one_value_per_key)
             except json.JSONDecodeError as err:
                 yield line, BadRow(f"not valid JSON ({err.msg})")
                 continue
             except RecursionError:  # json recurses per level: [[[[... 100,000 deep exhausts the stack
                 yield line, BadRow("nested too deeply to read")
+            except BadRow as bad:
+                yield line, bad
                 continue
             if not isinstance(record, dict):
                 yield line, BadRow("expected a JSON object")
@@ -217,6 +268,15 @@ def _read_jsonl(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
                 yield line, BadRow("a \\uD800-\\uDFFF escape without its pair; not valid Unicode text")
                 continue
             yield line, _record_getter(record, cols)
+
+
+def _one_value_per_key(pairs: list) -> dict:
+    """json's object_pairs_hook: a key twice in one object is refused (json.loads would keep the last)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        key = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
+        raise BadRow(f"key {_short(key)} appears twice in one object; keep one")
+    return record
 
 
 def _valid_unicode(record) -> bool:
@@ -251,6 +311,8 @@ def _read_conll(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
     tags: list[str] = []
     first = 0
     bad: BadRow | None = None
+    split = _conll_splitter(path, task.delimiter)
+    width, width_line = None, 0  # the column count of the file's first token line, and that line
 
     def flush():
         rec = {"tokens": tokens, "tags": tags}
@@ -258,14 +320,16 @@ def _read_conll(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
 
     with open(path, encoding="utf-8-sig") as f:
         for line, text in enumerate(f, 1):
-            parts = text.split(task.delimiter) if task.delimiter else text.split()
             if not text.strip() or text.split()[0] == "-DOCSTART-":  # whatever separates its columns
                 if tokens or bad:
                     yield flush()
                 tokens, tags, bad = [], [], None
                 continue
+            parts = split(text)
             if not tokens and bad is None:
                 first = line
+            if width is None:
+                width, width_line = len(parts), line
             if bad:
                 continue
             try:
@@ -273,8 +337,15 @@ def _read_conll(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
             except IndexError:
                 bad = BadRow(f"line {line} has {len(parts)} columns; tokens are column {tok_col}, tags column {tag_col}")
                 continue
+            if len(parts) != width:
+                # a token with a space in a space-separated file: every column after it shifts by one, and
+                # a chunk tag such as B-NP (valid IOB2) would be read as the entity tag
+                bad = BadRow(f"line {line} has {len(parts)} columns but line {width_line} has {width}; a token or "
+                             "tag with a space? separate the columns with tabs (or set tasks."
+                             f"{name}.delimiter)")
+                continue
             if not IOB2_TAG.match(tag):
-                bad = BadRow(f"line {line}: tag '{tag}' is not IOB2 (O, B-TYPE or I-TYPE)")
+                bad = BadRow(f"line {line}: tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE)")
                 continue
             tokens.append(token)
             tags.append(tag)
@@ -282,6 +353,17 @@ def _read_conll(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, 
             yield flush()
 
 
+def _conll_splitter(path: Path, delimiter: str | None):
+    """How a CoNLL line splits into columns: on `delimiter` if set; else on tabs if the file's first token
+    line holds a tab (a tab-separated file may have tokens with spaces, e.g. 'New York'); else on any run
+    of whitespace (CoNLL-2003's own files)."""
+    if delimiter:
+        return lambda text: text.rstrip("\r\n").split(delimiter)
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        first = next((t for t in f if t.strip() and t.split()[0] != "-DOCSTART-"), "")
+    if "\t" in first.strip("\r\n"):
+        return lambda text: text.rstrip("\r\n").split("\t")
+    return str.split
 def _local_data_files(cfg: Config, files):
     """Relative `data_files` are taken from data_dir, like every other data path in the config."""
     if files is None:
@@ -321,6 +403,31 @@ def _read_hf(cfg: Config, task: TaskConfig, split: str, name: str) -> Iterator[t
         yield i, _record_getter(record, cols)
 
 
+def _refuse_header_as_class(examples: list[Example], first_line: int, split: str, name: str) -> None:
+    """`header: false` on a file that has a header makes its label cell ('label') a class of one example.
+
+    The first row is taken for a header when its label occurs on no other line and either every other label
+    is a number (0/1 files: CoLA, SST-2, MRPC, QQP) or, in train, every other class has two examples or more
+    (so the header's value is the file's only one-example class). A real class seen once, on line 1, is
+    rare and has a way out: listing the classes under `labels` turns this check off."""
+    first = examples[0]
+    if first.line != first_line or len(examples) < 2:
+        return
+    counts = Counter(ex.label for ex in examples)
+    if counts[first.label] != 1:
+        return
+    others = [ex.label for ex in examples[1:]]
+    if all(NUMBER.fullmatch(x) for x in others) and not NUMBER.fullmatch(first.label):
+        why = "every other label is a number"
+    elif split == "train" and all(counts[x] >= 2 for x in others):
+        why = "every other class has two examples or more"
+    else:
+        return
+    raise UserError(f"{first.where}: label {first.label!r} of task {name} occurs only on this first line and "
+                    f"{why}: it looks like a header row, but tasks.{name}.header is false; set header: true, or "
+                    f"if {first.label!r} is a class, list the classes under tasks.{name}.labels")
+
+
 def read_split(cfg: Config, name: str, split: str, path_override: str | None = None,
                with_labels: bool = True, from_run: bool = False) -> list[Example]:
     """All examples of one task's split ('train', 'dev' or 'test'); `with_labels=False` reads inputs only.
@@ -342,16 +449,20 @@ def read_split(cfg: Config, name: str, split: str, path_override: str | None = N
         fmt = "tsv" if task.format == "hf" else task.format
         rows = {"tsv": _read_delimited, "csv": _read_delimited, "jsonl": _read_jsonl, "conll": _read_conll}[fmt](
             path, task, name)
-    examples, skipped, first_bad = [], 0, None
+    headerless = task.format in ("tsv", "csv") and not task.header
+    examples, skipped, first_bad, first_line = [], 0, None, None
     try:
         for line, row in rows:
+            first_line = first_line or line
             try:
                 if isinstance(row, BadRow):
                     raise row
                 ex = _row_to_example(task, row)
             except BadRow as bad:
                 if task.on_bad_rows == "error":
-                    raise UserError(f"{source} line {line}: {bad} (task {name}; fix the row or set "
+                    fix = (f"if line {line} is a header, set tasks.{name}.header: true; otherwise fix the row"
+                           if headerless and line == first_line else "fix the row")
+                    raise UserError(f"{source} line {line}: {bad} (task {name}; {fix} or set "
                                     f"tasks.{name}.on_bad_rows: skip)") from None
                 skipped += 1
                 first_bad = first_bad or f"line {line}: {bad}"
@@ -369,6 +480,8 @@ def read_split(cfg: Config, name: str, split: str, path_override: str | None = N
         log.warning("tasks.%s: skipped %d bad row(s) in %s (first: %s)", name, skipped, source, first_bad)
     if not examples:
         raise UserError(f"{source}: no usable examples for task {name}")
+    if headerless and with_labels and task.type == "classification" and not task.labels:
+        _refuse_header_as_class(examples, first_line, split, name)
     if split == "train" and task.max_train_examples and len(examples) > task.max_train_examples:
         rng = random.Random(cfg.seed)
         keep = sorted(rng.sample(range(len(examples)), task.max_train_examples))

@@ -54,8 +54,11 @@ def answered(output: Path) -> list[str]:
 def _count_lines(source: str) -> int | None:
     if source == "-":
         return None
-    with open(source, "rb") as f:
-        return sum(1 for line in f if line.strip())
+    try:
+        with open(source, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError as err:  # a folder, a missing or unreadable file: said as read_jsonl says it
+        raise UserError(f"--input {source}: cannot read ({err.strerror})") from None
 
 
 def predict_all_file(predictor, source: str, output: str | None, skip_existing: bool = False,
@@ -112,6 +115,9 @@ def predict_all_file(predictor, source: str, output: str | None, skip_existing: 
                 flush()
         if chunk:
             flush()
+    except BaseException:
+        bar.leave = False  # the bar is wiped off the terminal: the error is the one line left
+        raise
     finally:
         bar.close()
         if out is not sys.stdout:
