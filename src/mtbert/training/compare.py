@@ -6,7 +6,7 @@ model per method, every run from the same config (same backbone, data, epochs an
 - compare.md:   DeepPavlov's multi- vs single-task layout, one row per task: metric, single-task,
                 multi-task per method, the best method's difference, each as mean ± half the range over
                 seeds, best in bold; then what each scheme costs (training minutes, parameters stored,
-                all-tasks inference sentences/s);
+                inference sentences/s through every single-text head);
 - compare.png:  the same scores as bars with the seed spread as error bars;
 - compare.json: every run's dev scores.
 
@@ -368,7 +368,7 @@ def table(report: dict) -> str:
                       f"(mean of {len(report['seeds'])} seeds, best method: {t['best']})", ""]
     costs = report.get("costs") or {}
     if costs:
-        lines += ["| scheme | models | training minutes | parameters stored | all-tasks inference sentences/s |",
+        lines += ["| scheme | models | training minutes | parameters stored | sentences/s, every single-text head |",
                   "|---|---|---|---|---|"]
         for key, c in costs.items():
             speed = "n/a" if c["sentences_per_s"] is None else f"{c['sentences_per_s']:.0f}"
