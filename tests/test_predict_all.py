@@ -43,23 +43,3 @@ def test_predict_all_equals_per_task_predictions(toy_config, tmp_path):
         p.predict_all(texts, tasks=["sts"])
     with pytest.raises(UserError, match="input 2: expected a non-empty text"):
         p.predict_all(["ok", "  "])
-
-
-def test_invisible_text_is_refused_not_predicted(toy_config, tmp_path):
-    """A text of only zero-width or control characters would reach the model as [CLS] [SEP] and get an
-    answer anyway; it is refused, in predict and predict_all."""
-    import pytest
-
-    from mtbert.config import validate
-    from mtbert.errors import UserError
-    from mtbert.inference.predictor import Predictor
-    from mtbert.training.trainer import train
-
-    raw = {**toy_config, "training": {**toy_config["training"], "max_steps": 2, "eval_every": 2}}
-    train(validate(raw), tmp_path / "run")
-    p = Predictor(tmp_path / "run")
-    with pytest.raises(UserError, match=r"input 1: 'text' has no visible character"):
-        p.predict("sent", ["\u200b\u200b"])
-    with pytest.raises(UserError, match=r"input 2: expected a non-empty text with a visible character"):
-        p.predict_all(["fine", "\u200b \ufeff"])
-    assert p.predict("sent", ["good \u200b film"])[0]["label"] in p.labels["sent"]

@@ -151,7 +151,7 @@ def _text(value, name: str) -> str:
         raise BadRow(f"empty {name}")
     if not isinstance(value, str):  # JSON Lines: {"x": 1}, [..], true or 3 would be read as their repr
         raise BadRow(f"{name} is {_json_kind(value)}, not a string; write the {name} as a JSON string")
-    if not visible(value):
+    if not any(unicodedata.category(c)[0] not in INVISIBLE for c in value):
         raise BadRow(f"{name} {_short(value)} has no visible character (only control, zero-width or space "
                      "characters); the tokenizer would see an empty text")
     return value
@@ -160,11 +160,6 @@ def _text(value, name: str) -> str:
 # Unicode categories with no glyph: C* (control, format such as U+200B zero-width space, U+FEFF, private
 # use, unassigned) and Z* (separators). A text of only these tokenises to nothing but [CLS] [SEP].
 INVISIBLE = "CZ"
-
-
-def visible(text: str) -> bool:
-    """Whether the text has a character with a glyph (not only control, zero-width or space characters)."""
-    return any(unicodedata.category(c)[0] not in INVISIBLE for c in text)
 
 
 def _json_kind(value) -> str:

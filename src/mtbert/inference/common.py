@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from mtbert.config import TaskConfig
-from mtbert.data.readers import Example, visible
+from mtbert.data.readers import Example
 from mtbert.errors import UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode, decode_rows  # noqa: F401  (re-exported for the engines)
 
@@ -65,9 +65,6 @@ def to_example(task: str, spec: TaskConfig, item, i: int) -> Example:
         if not isinstance(value, kind) or not value:
             raise UserError(f"input {i}: task {task} ({spec.type}) needs {INPUT_FIELDS[spec.type]}; "
                             f"'{key}' is missing or not a {kind.__name__}")
-        if kind is str and not visible(value):  # the model would see [CLS] [SEP] and answer anyway
-            raise UserError(f"input {i}: '{key}' has no visible character (only control, zero-width or space "
-                            "characters); send the text to predict")
         return value
 
     if spec.type == "sequence_labeling":
@@ -91,8 +88,8 @@ def words_of(texts: list, i0: int = 1) -> list[Example]:
     for i, text in enumerate(texts, i0):
         if isinstance(text, dict):
             text = text.get("text")
-        if not isinstance(text, str) or not text.split() or not visible(text):
-            raise UserError(f"input {i}: expected a non-empty text with a visible character")
+        if not isinstance(text, str) or not text.split():
+            raise UserError(f"input {i}: expected a non-empty text")
         check_unicode(text, f"input {i}")
         examples.append(Example(tokens=text.split()))
     return examples
