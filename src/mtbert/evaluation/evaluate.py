@@ -121,16 +121,24 @@ def trusted_metrics(task: str, task_type: str, metrics: list[str], allow_custom:
     return metrics
 
 
-def _split_examples(predictor, name: str, split: str, overrides: dict[str, str]):
-    """The task's examples of `split` (or of the file given for it) and their features, or None without one."""
-    from mtbert.data.features import encode
+def _read_examples(predictor, name: str, split: str, overrides: dict[str, str]) -> list[Example] | None:
+    """The task's examples of `split` (or of the file given for it), or None when it has none."""
     from mtbert.data.readers import read_split
 
-    cfg, task = predictor.cfg, predictor._task(name)
-    if name not in overrides and getattr(task, split) is None:
+    if name not in overrides and getattr(predictor._task(name), split) is None:
         log.warning("task %s: no %s split in the config; skipped (pass --data %s=PATH)", name, split, name)
         return None
-    examples = read_split(cfg, name, split, overrides.get(name), from_run=True)
+    return read_split(predictor.cfg, name, split, overrides.get(name), from_run=True)
+
+
+def _split_examples(predictor, name: str, split: str, overrides: dict[str, str]):
+    """The task's examples of `split` and their features, or None without that split."""
+    from mtbert.data.features import encode
+
+    examples = _read_examples(predictor, name, split, overrides)
+    if examples is None:
+        return None
+    cfg, task = predictor.cfg, predictor._task(name)
     feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), predictor.labels.get(name),
                    name, pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
     return examples, feats
@@ -168,7 +176,8 @@ def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str,
     out = {}
     for name in tasks:
         task = predictor._task(name)
-        if task.type != "multiple_choice" or (found := _split_examples(predictor, name, split, overrides)) is None:
+        # only the examples: the check encodes them itself, with and without their own premises
+        if task.type != "multiple_choice" or (examples := _read_examples(predictor, name, split, overrides)) is None:
             continue
 
         def choose(examples, name=name, task=task):
@@ -177,7 +186,7 @@ def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str,
             return predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
                                 None, predictor.amp).ids
 
-        out[name] = premise_check(choose, found[0], seed)
+        out[name] = premise_check(choose, examples, seed)
     return out
 
 
