@@ -97,6 +97,12 @@ class TaskConfig(_Strict):
     # (None: 'window' for sequence labeling; other task types read the first max_length sub-tokens)
     long_text: Literal["window", "truncate"] | None = None
     window_stride: Annotated[int, Field(gt=0)] | None = None  # sub-tokens a window repeats; None: max_length // 2
+    # multiple choice: the words the model reads for a question value (COPA's bare 'cause' / 'effect' as a
+    # sentence, e.g. {cause: "What was the cause of this?"}); values not listed are read as written
+    questions: dict[str, str] | None = None
+    # multiple choice, training only: each example also with its choices rotated (n-1 more copies), so the
+    # right answer sits in every position and the head cannot learn an order
+    rotate_choices: bool = False
 
     @field_validator("metric")
     @classmethod
@@ -173,6 +179,12 @@ class TaskConfig(_Strict):
             raise ValueError(f"loss 'bce' is for two-class classification, not {self.type}")
         if self.output_activation != "none" and self.type != "regression":
             raise ValueError(f"output_activation applies to regression tasks, not {self.type}")
+        if self.type != "multiple_choice":
+            if self.questions is not None or self.rotate_choices:
+                key = "questions" if self.questions is not None else "rotate_choices"
+                raise ValueError(f"{key} applies to multiple_choice tasks, not {self.type}; remove it")
+        elif self.questions is not None and c.question is None:
+            raise ValueError("questions rephrases the question column; name it in columns.question, or remove questions")
         if self.type != "sequence_labeling":
             for key in ("long_text", "window_stride"):
                 if getattr(self, key) is not None:

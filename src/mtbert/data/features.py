@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mtbert.data.bucketing import length_batches
+from mtbert.data.multiple_choice import phrase_questions
 from mtbert.data.readers import Example
 from mtbert.data.windows import Window
 from mtbert.errors import UserError
@@ -80,11 +81,13 @@ def _label_id(ex: Example, label: str, label_ids: dict[str, int], name: str) -> 
 
 def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
            labels: list[str] | None = None, name: str = "", with_labels: bool = True,
-           pair_encoding: str = "cross", stride: int | None = None) -> list[Feature]:
+           pair_encoding: str = "cross", stride: int | None = None,
+           questions: dict[str, str] | None = None) -> list[Feature]:
     """Tokenise a whole split in one call of the fast tokenizer.
 
     Multiple choice and `pair_encoding: separate` give a group of sequences per example (one per choice,
-    or text and text_pair); everything else one sequence. Sequence labeling with a `stride` gives every
+    or text and text_pair); everything else one sequence. `questions` rephrases multiple-choice questions
+    (`phrase_questions`). Sequence labeling with a `stride` gives every
     window of a text longer than max_length, each a Feature without labels (they are for prediction)."""
     label_ids = {label: i for i, label in enumerate(labels or [])}
     if task_type == "sequence_labeling":
@@ -98,6 +101,7 @@ def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
             first_where = f"line {first.line}" if first.line else "input 1"
             raise UserError(f"{where}: {len(ex.choices)} choices, but {first_where} has {n} (task {name}); "
                             "every example of a multiple-choice task needs the same number of choices")
+        examples = phrase_questions(examples, questions)
         firsts = [f"{ex.text} {ex.question}" if ex.question else ex.text for ex in examples for _ in ex.choices]
         seconds = [c for ex in examples for c in ex.choices]
         enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, return_token_type_ids=True)

@@ -140,7 +140,7 @@ def _split_examples(predictor, name: str, split: str, overrides: dict[str, str])
         return None
     cfg, task = predictor.cfg, predictor._task(name)
     feats = encode(task.type, examples, predictor.tokenizer, cfg.max_length_for(name), predictor.labels.get(name),
-                   name, pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
+                   name, pair_encoding=task.pair_encoding, stride=cfg.window_stride(name), questions=task.questions)
     return examples, feats
 
 
@@ -182,7 +182,7 @@ def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str,
 
         def choose(examples, name=name, task=task):
             feats = encode(task.type, examples, predictor.tokenizer, predictor.cfg.max_length_for(name),
-                           with_labels=False)
+                           with_labels=False, questions=task.questions)
             return predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
                                 None, predictor.amp).ids
 

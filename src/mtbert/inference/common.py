@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from mtbert.config import TaskConfig
+from mtbert.data.multiple_choice import phrase_questions
 from mtbert.data.readers import Example
 from mtbert.errors import UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode, decode_rows  # noqa: F401  (re-exported for the engines)
@@ -197,6 +198,7 @@ class PredictorBase:
         if not examples:
             return TaskPredictions(labels=[])
         stride = self.cfg.window_stride(task)
+        examples = phrase_questions(examples, spec.questions)  # both engines read the words training read
         return self._predict([task], examples, spec.type, self.cfg.max_length_for(task), spec.pair_encoding,
                              stride, (task,))[task]
 

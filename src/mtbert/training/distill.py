@@ -59,7 +59,7 @@ def attach_teacher_targets(td, teacher_dir: str | Path, batch_size: int, precisi
     order = _label_order(name, teacher_dir, td.labels, labels[name]) if td.labels else None
     model.to(device)
     feats = encode(td.type, td.train, tokenizer, cfg.max_length_for(name), with_labels=False,
-                   pair_encoding=spec.pair_encoding)
+                   pair_encoding=spec.pair_encoding, questions=spec.questions)
     outputs = raw_outputs(model, [name], feats, batch_size, tokenizer.pad_token_id or 0,
                           partial(autocast, precision, device))[name]
     for student, teacher, out in zip(td.train_feats, feats, outputs, strict=True):

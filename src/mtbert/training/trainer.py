@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mtbert.config import Config, TaskConfig
 from mtbert.data.features import IGNORE, Feature, build_labels, collate, encode, length_grouped_batches
+from mtbert.data.multiple_choice import rotate_choices
 from mtbert.data.readers import Example, read_split
 from mtbert.data.schedule import BatchStream, TaskSchedule
 from mtbert.errors import UserError
@@ -80,14 +81,17 @@ def prepare_data(cfg: Config, tokenizer, need_train: bool = True) -> dict[str, T
         train = read_split(cfg, name, "train") if need_train else []
         labels = build_labels(task.type, train, task.labels, task.num_labels, name)
         check_bce_labels(name, task, labels)
+        if task.rotate_choices:
+            train = rotate_choices(train)
         td = TaskData(name, task, labels, train)
         max_len = cfg.max_length_for(name)
-        td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name, pair_encoding=task.pair_encoding) if train else []
+        td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name, pair_encoding=task.pair_encoding,
+                                questions=task.questions) if train else []
         if task.dev or (task.format == "hf" and task.dev is not None):
             td.dev = read_split(cfg, name, "dev")
             # dev is read as predict reads it: a long text in windows, every gold word scored
-            td.dev_feats = encode(task.type, td.dev, tokenizer, max_len, labels, name,
-                                  pair_encoding=task.pair_encoding, stride=cfg.window_stride(name))
+            td.dev_feats = encode(task.type, td.dev, tokenizer, max_len, labels, name, pair_encoding=task.pair_encoding,
+                                  stride=cfg.window_stride(name), questions=task.questions)
         data[name] = td
         log.info("task %s (%s): %d train, %d dev examples%s", name, task.type, len(train), len(td.dev),
                  f", {len(labels)} labels" if labels else "")
