@@ -33,7 +33,7 @@ def browser():
 @pytest.fixture(scope="module")
 def site(served_run):  # noqa: F811
     predictor = Predictor(served_run, precision="fp32")
-    with serve_in_thread(create_app(predictor)) as url:
+    with serve_in_thread(create_app(predictor, run="demo-run")) as url:
         yield url, predictor
 
 
@@ -66,7 +66,12 @@ def spans(words: list[str], tags: list[str]) -> list[list[str]]:
 
 def test_type_a_text_and_see_every_task(page, site):
     _, predictor = site
-    assert page.inner_text("#status") == "7 tasks · torch engine"
+    # the page names the run and its tasks, links the API docs, and its empty fields show examples
+    assert page.inner_text("#status") == "serving demo-run: 7 tasks (sent, sts, mc, ner, polar, para, len) · torch engine"
+    assert page.title() == "mtbert · demo-run" and page.get_attribute("#docs", "href") == "docs"
+    assert page.get_attribute("#text", "placeholder").startswith("e.g. ") and page.input_value("#text") == ""
+    style = page.eval_on_selector("#text", "e => getComputedStyle(e, '::placeholder').fontStyle")
+    assert style == "italic"
     text = "John lives in Paris and loves great fun movies"
     page.fill("#text", text)
     page.fill("#text_pair", "a man lives in France")

@@ -45,7 +45,7 @@ def predictor(served_run):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    with TestClient(create_app(predictor, LIMITS)) as c:
+    with TestClient(create_app(predictor, LIMITS, run="served")) as c:
         yield c
 
 
@@ -65,8 +65,8 @@ def close(a, b, tol=1e-4) -> bool:
 
 
 def test_health_and_tasks(client, predictor):
-    assert client.get("/health").json() == {"status": "ok", "engine": "torch", "tasks": 7, "requests": 0,
-                                            "model_calls": 0}
+    assert client.get("/health").json() == {"status": "ok", "run": "served", "engine": "torch", "tasks": 7,
+                                            "requests": 0, "model_calls": 0}
     tasks = {t["name"]: t for t in client.get("/tasks").json()}
     assert list(tasks) == ["sent", "sts", "mc", "ner", "polar", "para", "len"]
     assert tasks["sent"] == {"name": "sent", "type": "classification", "inputs": ["text"], "labels": ["neg", "pos"],

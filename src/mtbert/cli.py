@@ -107,6 +107,16 @@ def _train_config(args):
     return finish(apply_overrides(convert(raw, args.config), args.set), args.config), evaluation_targets(raw)
 
 
+def cmd_check(args) -> int:
+    from mtbert.training.check import check
+
+    cfg, _ = _train_config(args)
+    if args.run_dir:
+        cfg.run_dir = args.run_dir
+    print(check(cfg, timing=not args.no_timing))
+    return 0
+
+
 def cmd_convert(args) -> int:
     from mtbert.compat.deeppavlov import convert, is_deeppavlov_config, to_yaml
     from mtbert.config import finish, read_config_file
@@ -344,6 +354,9 @@ def cmd_predict(args) -> int:
         if args.input != "-":
             inputs.insert(0, ("is the --input file", Path(args.input)))
         _refuse_writing_inputs("--output", Path(args.output), inputs)
+    if args.input == "-" and not args.split and sys.stdin.isatty():  # else it would seem to hang
+        print("mtbert: reading JSON Lines from standard input (one input per line, Ctrl-D to end); "
+              "give --input FILE to read a file", file=sys.stderr)
     if args.all:
         return cmd_predict_all(predictor, args)
     if args.split:
@@ -440,7 +453,7 @@ def cmd_serve(args) -> int:
     limits = Limits(max_inputs=args.max_inputs, max_chars=args.max_chars, batch_size=args.max_batch,
                     max_wait_ms=args.max_wait_ms, read_timeout_s=args.read_timeout)
     serve(load_predictor(args.run_dir, args.engine, precision=args.precision), host=args.host, port=args.port,
-          limits=limits)
+          limits=limits, run=Path(args.run_dir).resolve().name)
     return 0
 
 
@@ -474,10 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
     p.add_argument("--version", action="version", version=f"mtbert {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    # -q after the subcommand too (`mtbert train CFG -q`); SUPPRESS keeps a subcommand from resetting a -q
+    # given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a multi-task model from a YAML or JSON config")
-    t.add_argument("config")
+    def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+
+    config_help = "a YAML or JSON config: mtbert's, or a DeepPavlov multitask config (converted on the fly)"
+    run_help = "a run dir written by mtbert train"
+
+    t = command("train", "train a multi-task model from a YAML or JSON config",
+                "mtbert train configs/deeppavlov_example.yaml --set training.epochs=1")
+    t.add_argument("config", help=config_help)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.lr=3e-5 (repeatable)")
     t.add_argument("--run-dir", help="where to write the run (default: the config's run_dir, or runs/<config name>)")
@@ -488,9 +514,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "torchrun --standalone --nproc-per-node N); under torchrun itself, leave it out")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="score a trained run on dev or test data")
-    e.add_argument("run_dir")
-    e.add_argument("--split", choices=["dev", "test"], default="dev")
+    k = command("check", "what train would do with a config, without training: data sizes, labels, "
+                "truncation, steps, the schedule's task mix, a time estimate",
+                "mtbert check configs/deeppavlov_example.yaml")
+    k.add_argument("config", help=config_help)
+    k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, as train takes it (repeatable)")
+    k.add_argument("--run-dir", help="the run dir train would write (default: the config's run_dir)")
+    k.add_argument("--no-timing", action="store_true", help="skip the few timed training steps of the estimate")
+    k.set_defaults(func=cmd_check)
+
+    e = command("evaluate", "score a trained run on dev or test data",
+                "mtbert evaluate runs/deeppavlov_example --split dev")
+    e.add_argument("run_dir", help=run_help)
+    e.add_argument("--split", choices=["dev", "test"], default="dev", help="the config's split to score (default dev)")
     e.add_argument("--data", action="append", default=[], metavar="TASK=PATH", help="evaluate TASK on this file")
     e.add_argument("--task", action="append", help="only this task (repeatable)")
     e.add_argument("--batch-size", type=int, help="default: training's eval_batch_size (the same batches, "
@@ -500,8 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the run dir's module:function metrics (they import and run code it names)")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="predict a task for JSON Lines inputs, or every task on the config's files")
-    r.add_argument("run_dir")
+    r = command("predict", "predict a task for JSON Lines inputs, or every task on the config's files",
+                'echo \'{"text": "The book was written."}\' | mtbert predict runs/deeppavlov_example --task cola')
+    r.add_argument("run_dir", help=run_help + " (with --engine onnx: an exported bundle)")
     r.add_argument("--task", help="the task to predict (required with --input)")
     r.add_argument("--input", default="-", help="JSON Lines file, or - for stdin (default)")
     r.add_argument("--output", help="JSON Lines file (written atomically; default stdout), or with --split "
@@ -510,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["jsonl", "minbert"], default="jsonl",
                    help="with --split: JSON Lines, or the minBERT project's 'id , prediction' csv files")
     r.add_argument("--probas", action="store_true", help="add class probabilities (DeepPavlov's return_probas)")
-    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--batch-size", type=int, default=64, help="inputs per model call (default 64)")
     r.add_argument("--all", action="store_true", help="every task that takes a single text, on each input text")
     r.add_argument("--skip-existing", action="store_true",
                    help="with --all: keep the answers already in --output and predict only the rest")
@@ -519,14 +557,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     r.set_defaults(func=cmd_predict)
 
-    v = sub.add_parser("convert", help="convert a DeepPavlov multitask config to an mtbert config")
+    v = command("convert", "convert a DeepPavlov multitask config to an mtbert config",
+                "mtbert convert configs/deeppavlov/multitask_example.json -o example.yaml")
     v.add_argument("config", help="DeepPavlov config (JSON)")
     v.add_argument("-o", "--output", default="-", help="YAML file to write (atomically), or - for stdout (default)")
     v.set_defaults(func=cmd_convert)
 
-    c = sub.add_parser("compare", help="is one shared model as good as one model per task? trains both, writes "
-                                       "a multi- vs single-task table")
-    c.add_argument("config")
+    c = command("compare", "is one shared model as good as one model per task? trains both, writes "
+                "a multi- vs single-task table",
+                "mtbert compare configs/deeppavlov_example.yaml --seeds 42,7 --methods plain,temperature --jobs 2")
+    c.add_argument("config", help=config_help)
     c.add_argument("--seeds", help="comma-separated seeds, every run once per seed (default: the config's seed)")
     c.add_argument("--methods", default="plain",
                    help="multi-task methods, comma-separated: plain, temperature, uncertainty, distill, or several "
@@ -534,17 +574,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--modes", help="minBERT's modes, comma-separated: pretrain, finetune (their lr and frozen "
                                    "encoder presets); default: the config as it is")
     c.add_argument("--jobs", type=int, default=1, help="trainings at once, one thread each (default 1)")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value for every run of the comparison (repeatable)")
     c.add_argument("--run-dir", help="default: the config's run_dir + '-compare'; finished runs there are reused")
     c.add_argument("--overwrite", action="store_true", help="start the comparison again from nothing")
     c.add_argument("--rescore", action="store_true",
                    help="score the runs finished earlier again on dev (after a change to evaluation)")
     c.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("serve", help="serve a trained model over HTTP: REST API, web page, OpenAPI at /docs")
+    s = command("serve", "serve a trained model over HTTP: REST API, web page, OpenAPI at /docs",
+                "mtbert serve runs/deeppavlov_example --port 8000")
     s.add_argument("run_dir", help="a run dir, or with --engine onnx an exported bundle")
     s.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     s.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                    help="onnx: run the bundle of mtbert export (RUN_DIR/onnx, or its folder) with onnxruntime")
     s.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
@@ -558,9 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 10)")
     s.set_defaults(func=cmd_serve)
 
-    x = sub.add_parser("export", help="export a trained model (encoder and every head) as one ONNX graph")
-    x.add_argument("run_dir")
-    x.add_argument("--format", choices=["onnx"], default="onnx")
+    x = command("export", "export a trained model (encoder and every head) as one ONNX graph",
+                "mtbert export runs/deeppavlov_example --quantize int8")
+    x.add_argument("run_dir", help=run_help)
+    x.add_argument("--format", choices=["onnx"], default="onnx", help="the bundle's format (default onnx)")
     x.add_argument("--quantize", choices=["int8"], help="onnxruntime dynamic quantisation of the weights")
     x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, or RUN_DIR/onnx-int8): a new or "
                    "empty one, or an earlier export with --force")

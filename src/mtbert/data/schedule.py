@@ -83,6 +83,15 @@ class TaskSchedule:
             p = self.sizes.copy()
         return p / p.sum()
 
+    def expected_steps(self, epoch: int, steps: int) -> dict[str, float]:
+        """How many of an epoch's `steps` each task is expected to train (exact for the fixed orders)."""
+        if self.sequence is not None:
+            cycle = {t: self.sequence.count(t) / len(self.sequence) for t in self.tasks}
+            return {t: steps * share for t, share in cycle.items()}
+        if self.kind == "round_robin":
+            return {t: steps / len(self.tasks) for t in self.tasks}
+        return dict(zip(self.tasks, (steps * self.probabilities(epoch)).tolist(), strict=True))
+
     def state(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
 

@@ -142,6 +142,7 @@ class TaskInfo(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+    run: str | None = Field(None, description="the name of the run dir (or bundle) being served")
     engine: str
     tasks: int
     requests: int = Field(description="requests the model has been asked to answer")
@@ -249,8 +250,9 @@ def validation_error(raw: list[dict]) -> dict:
     return {"detail": detail, "errors": errors}
 
 
-def create_app(predictor, limits: Limits | None = None) -> FastAPI:
-    """The app for one predictor (`Predictor` or `OnnxPredictor`)."""
+def create_app(predictor, limits: Limits | None = None, run: str | None = None) -> FastAPI:
+    """The app for one predictor (`Predictor` or `OnnxPredictor`); `run` names what it serves (the run dir's
+    name only: a client need not learn the server's paths)."""
     limits = limits or Limits()
     tasks = list(predictor.cfg.tasks)
     info = describe_tasks(predictor)
@@ -331,7 +333,7 @@ def create_app(predictor, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", engine=getattr(predictor, "engine", "torch"), tasks=len(tasks),
+        return Health(status="ok", run=run, engine=getattr(predictor, "engine", "torch"), tasks=len(tasks),
                       requests=batcher.requests, model_calls=batcher.calls)
 
     @app.get("/tasks", response_model=list[TaskInfo])
@@ -471,13 +473,14 @@ class _TooLarge(Exception):
 
 KEEP_ALIVE_S = 5  # uvicorn's default, said here so that it is not left to a version of uvicorn
 
-def serve(predictor, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+def serve(predictor, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+          run: str | None = None) -> None:
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: reachable from other machines, and the API has no authentication", host)
     # an idle keep-alive connection is closed after KEEP_ALIVE_S; a stalled body by BodyLimit
-    uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info",
+    uvicorn.run(create_app(predictor, limits, run), host=host, port=port, log_level="info",
                 timeout_keep_alive=KEEP_ALIVE_S)
 
 

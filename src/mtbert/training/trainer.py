@@ -127,6 +127,37 @@ def tokens_per_example(td: TaskData) -> float | None:
     return float(np.mean([sum(t != IGNORE for t in f.label) for f in td.train_feats]))
 
 
+@dataclass
+class StepPlan:
+    """How training walks through the data: each task's batch stream, the schedule choosing the task of
+    each step, and the step counts."""
+    streams: dict[str, BatchStream]
+    schedule: TaskSchedule
+    steps_per_epoch: int
+    total_steps: int
+    epochs: float
+    eval_every: int
+
+
+def step_plan(cfg: Config, data: dict[str, TaskData]) -> StepPlan:
+    t = cfg.training
+    streams = {
+        name: BatchStream(len(td.train_feats), cfg.batch_size(name),
+                          partial(length_grouped_batches, td.train_feats, cfg.batch_size(name),
+                                  group=cfg.length_grouping(name)), seed=cfg.seed + i)
+        for i, (name, td) in enumerate(data.items())
+    }
+    schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, t.epochs, cfg.seed,
+                            t.keep_remainder, t.temperature or 1.0, {n: len(td.train_feats) for n, td in data.items()})
+    if schedule.epoch_aligned:
+        steps_per_epoch = len(schedule.sequence)
+    else:
+        steps_per_epoch = t.steps_per_epoch or max(1, sum(len(s) for s in streams.values()) // t.gradient_accumulation_steps)
+    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    schedule.epochs = total_steps / steps_per_epoch
+    return StepPlan(streams, schedule, steps_per_epoch, total_steps, schedule.epochs, t.eval_every or steps_per_epoch)
+
+
 def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
     encoder = load_encoder(cfg.backbone, cfg.backbone_impl)
     hidden = encoder.config.hidden_size
@@ -386,22 +417,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True, forward_sync_buffers=False)  # no BatchNorm: nothing to sync
 
-    streams = {
-        name: BatchStream(len(td.train_feats), cfg.batch_size(name),
-                          partial(length_grouped_batches, td.train_feats, cfg.batch_size(name),
-                                  group=cfg.length_grouping(name)), seed=cfg.seed + i)
-        for i, (name, td) in enumerate(data.items())
-    }
+    plan = step_plan(cfg, data)
+    streams, schedule = plan.streams, plan.schedule
+    steps_per_epoch, total_steps, epochs, eval_every = plan.steps_per_epoch, plan.total_steps, plan.epochs, plan.eval_every
     accum = t.gradient_accumulation_steps
-    schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, t.epochs, cfg.seed,
-                            t.keep_remainder, t.temperature or 1.0, {n: len(td.train_feats) for n, td in data.items()})
-    if schedule.epoch_aligned:
-        steps_per_epoch = len(schedule.sequence)
-    else:
-        steps_per_epoch = t.steps_per_epoch or max(1, sum(len(s) for s in streams.values()) // accum)
-    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
-    schedule.epochs = epochs = total_steps / steps_per_epoch
-    eval_every = t.eval_every or steps_per_epoch
     optimizer = make_optimizer(model, cfg)
     lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule)
 
