@@ -227,3 +227,24 @@ def test_hub_backbones_are_named_as_base_model():
     assert hub_name("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_name("bert-base-uncased") == "bert-base-uncased" and hub_name("google/electra-small-discriminator")
     assert hub_name("/tmp") is None and hub_name("./my model") is None
+
+
+def test_a_minbert_run_exports_to_transformers_bert(tiny_bert, tmp_path):
+    """minbert saves BERT's checkpoint format: its runs load into transformers' BERT classes as they are."""
+    import transformers
+
+    from mtbert.training.trainer import train
+
+    write_toy_data(tmp_path / "data")
+    cfg = serve_config(tiny_bert, tmp_path / "data", max_steps=2)
+    cfg["backbone_impl"] = "minbert"
+    cfg["tasks"] = {"sent": {**cfg["tasks"]["sent"], "pooling": "pooler"}, "ner": cfg["tasks"]["ner"]}
+    train(validate(cfg), tmp_path / "run")
+    _, mt, tokenizer, _ = load_model(tmp_path / "run")
+    batch = dict(tokenizer(["John lives in Paris", "great fun"], padding=True, return_tensors="pt"))
+    for task, auto in (("sent", "AutoModelForSequenceClassification"), ("ner", "AutoModelForTokenClassification")):
+        out = tmp_path / task
+        assert main(["-q", "export", str(tmp_path / "run"), "--format", "hf", "--task", task, "-o", str(out)]) == 0
+        model = getattr(transformers, auto).from_pretrained(out).eval()
+        with torch.no_grad():
+            assert (model(**batch).logits - mt(task, batch)).abs().max() <= 1e-5, task
