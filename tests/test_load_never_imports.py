@@ -43,7 +43,8 @@ def evil_run(tmp_path_factory, tiny_bert) -> Path:
     for name in ("train.tsv", "dev.tsv"):
         (tmp / "data" / name).write_text("sentence\tlabel\ngood film\tpos\nbad film\tneg\n")
     raw = {"backbone": tiny_bert, "data_dir": str(tmp / "data"), "max_length": 32,
-           "tasks": {"sent": {"type": "classification", "train": "train.tsv", "dev": "dev.tsv",
+           # pooler: a head `export --format hf` takes
+           "tasks": {"sent": {"type": "classification", "train": "train.tsv", "dev": "dev.tsv", "pooling": "pooler",
                               "columns": {"text": "sentence", "label": "label"}}},
            "training": {"max_steps": 1, "batch_size": 2, "progress": False, "precision": "fp32"}}
     (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
@@ -102,11 +103,12 @@ def commands(run: Path, bundle: Path, tmp: Path) -> dict[str, list[str]]:
         "predict-split": ["predict", str(run), "--split", "dev", "--output", str(tmp / "split")],
         "evaluate": ["evaluate", str(run)],
         "export": ["export", str(run), "-o", str(tmp / "exported")],
+        "export-hf": ["export", str(run), "--format", "hf", "--task", "sent", "-o", str(tmp / "hf")],
     }
 
 
 @pytest.mark.parametrize("command", ["predict", "predict-onnx", "predict-all", "predict-all-onnx", "predict-split",
-                                     "evaluate", "export"])
+                                     "evaluate", "export", "export-hf"])
 def test_commands_that_load_a_model_never_import_it(command, evil_run, evil_bundle, importable, tmp_path):
     argv = commands(evil_run, evil_bundle, tmp_path)[command]
     assert main(["-q", *argv]) == 0

@@ -458,14 +458,27 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from mtbert.inference.export import default_out_dir, export_onnx
+    from mtbert.inference import export, hf_export
     from mtbert.rundir import model_dir
 
     model_dir(args.run_dir)  # no run there: say that first
-    out = Path(args.output) if args.output else default_out_dir(args.run_dir, args.quantize)
+    if args.format == "hf":
+        if args.quantize:
+            raise UserError("--quantize applies to --format onnx; a transformers model is saved in fp32 (quantise "
+                            "it with transformers' own tools once loaded)")
+        if not args.task:
+            raise UserError("--format hf exports one task: add --task TASK")
+        out = Path(args.output) if args.output else hf_export.default_out_dir(args.run_dir, args.task)
+    else:
+        if args.task:
+            raise UserError("--task applies to --format hf; the ONNX bundle holds every task")
+        out = Path(args.output) if args.output else export.default_out_dir(args.run_dir, args.quantize)
     check_output_dir(out.parent, "-o" if args.output else "", "make it writable, or give another -o FOLDER",
                      named=out)
-    print(export_onnx(args.run_dir, args.output, args.quantize, force=args.force))
+    if args.format == "hf":
+        print(hf_export.export_hf(args.run_dir, args.task, args.output, force=args.force))
+    else:
+        print(export.export_onnx(args.run_dir, args.output, args.quantize, force=args.force))
     return 0
 
 
@@ -600,13 +613,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 10)")
     s.set_defaults(func=cmd_serve)
 
-    x = command("export", "export a trained model (encoder and every head) as one ONNX graph",
-                "mtbert export runs/deeppavlov_example --quantize int8")
+    x = command("export", "export a trained model (encoder and every head) as one ONNX graph, or one task as "
+                "a transformers model", "mtbert export runs/deeppavlov_example --format hf --task conll")
     x.add_argument("run_dir", help=run_help)
-    x.add_argument("--format", choices=["onnx"], default="onnx", help="the bundle's format (default onnx)")
+    x.add_argument("--format", choices=["onnx", "hf"], default="onnx",
+                   help="onnx (default): every task in one graph; hf: the --task as a folder transformers' "
+                        "AutoModelFor* classes and pipeline() load")
+    x.add_argument("--task", help="with --format hf: the task to export")
     x.add_argument("--quantize", choices=["int8"], help="onnxruntime dynamic quantisation of the weights")
-    x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, or RUN_DIR/onnx-int8): a new or "
-                   "empty one, or an earlier export with --force")
+    x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, RUN_DIR/onnx-int8 or "
+                   "RUN_DIR/hf-TASK): a new or empty one, or an earlier export with --force")
     x.add_argument("--force", action="store_true", help="replace an earlier export there (only a folder whose "
                    "manifest.json lists every file in it)")
     x.set_defaults(func=cmd_export)

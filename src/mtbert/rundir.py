@@ -12,6 +12,8 @@
         config.yaml      the config again, so model/ alone is enough to predict; its training.precision
                          is the one the dev scores were computed with (`auto` resolved), which
                          evaluate and predict use by default
+        README.md        the model card (Hugging Face format, see modelcard.py): tasks, training, the
+                         dev scores that chose this model, how to load it
 
 `model/` is written as one unit, so a crash leaves the previous checkpoint or the new one.
 
@@ -147,9 +149,12 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 
 
 def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, labels: dict,
-               precision: str | None = None) -> None:
+               precision: str | None = None, record: dict | None = None) -> None:
     """`precision`: what the dev scores of this model were computed with (fp32, bf16, fp16), recorded so
-    that evaluate and predict reproduce them."""
+    that evaluate and predict reproduce them. `record`: the evaluation (metrics.jsonl's line) that chose
+    this model, whose dev scores the model card gives."""
+    from mtbert.modelcard import run_card
+
     def write(tmp: Path) -> None:
         model.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "encoder")
@@ -157,6 +162,9 @@ def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, lab
         save_file(state, tmp / "heads.safetensors")
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "config.yaml").write_text(config_yaml(cfg, precision), encoding="utf-8")
+        model_type = json.loads((tmp / "encoder" / "config.json").read_text(encoding="utf-8"))["model_type"]
+        (tmp / "README.md").write_text(run_card(cfg, Path(run_dir), labels, record, precision, model_type),
+                                       encoding="utf-8")
 
     from mtbert.training.checkpoint import after_write_failure
 
@@ -167,6 +175,17 @@ def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, lab
         kept = "the previous best model is intact; " if had_model else ""
         raise UserError(f"{run_dir}: cannot write the model ({getattr(err, 'strerror', None) or err}); "
                         f"{kept}{after_write_failure(run_dir)}") from None
+
+
+def best_dev_record(run_dir: Path) -> dict | None:
+    """The evaluation in metrics.jsonl that chose the saved model: the first with the highest target, as
+    training keeps it; None without dev evaluations (or a metrics file that cannot be read)."""
+    try:
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return max(records, key=lambda r: r["target"], default=None)
 
 
 def model_dir(run_dir: str | Path) -> Path:

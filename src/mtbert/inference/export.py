@@ -50,6 +50,7 @@ OUTPUTS = {
     "sequence_labeling": ("batch, sequence, labels", "logits per sub-token"),
 }
 FORMAT = "mtbert-onnx/1"
+HF_FORMAT = "mtbert-hf/1"  # a task exported for transformers (hf_export.py): its folder follows the same rules
 QUANTIZATIONS = ("int8",)
 # what `quantization: int8` means in manifest.json, so that a bundle says which scheme made it
 INT8_SCHEME = ("onnxruntime MatMulNBits, 8 bits, blocks of 32, accuracy level 4 (int8 compute); "
@@ -208,7 +209,7 @@ def _bundle_files(folder: Path, source: Path) -> set[str] | None:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, HF_FORMAT):
         return None
     if isinstance(manifest.get("files"), list):
         return {str(name) for name in manifest["files"]}
@@ -222,17 +223,19 @@ def _model_folder_around(path: Path) -> Path | None:
     return next((p for p in (resolved, *resolved.parents) if (p / "heads.safetensors").is_file()), None)
 
 
-def check_out_dir(out_dir: Path, run_dir: Path, source: Path, force: bool) -> None:
-    """Refuse an export folder where writing the bundle would lose anything (see the module's docstring)."""
+def check_out_dir(out_dir: Path, run_dir: Path, source: Path, force: bool, default: Path | None = None) -> None:
+    """Refuse an export folder where writing the bundle would lose anything (see the module's docstring).
+    `default`: the folder the messages suggest (the ONNX bundle's by default)."""
+    default = default or default_out_dir(run_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: is a file; export writes a folder: give a new one with -o DIR")
     for model in (source, run_dir / "model"):
         if is_within(model, out_dir):
             raise UserError(f"{out_dir}: holds the run's model {model}; replacing it would lose the model: "
-                            f"give a new folder with -o DIR (default {default_out_dir(run_dir)})")
+                            f"give a new folder with -o DIR (default {default})")
     if (inside := _model_folder_around(out_dir)) is not None:
         raise UserError(f"{out_dir}: inside the model folder {inside}; export never writes into a model: "
-                        f"give a folder outside it with -o DIR (default {default_out_dir(run_dir)})")
+                        f"give a folder outside it with -o DIR (default {default})")
     found = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if not p.is_dir()) \
         if out_dir.is_dir() else []
     if not found:

