@@ -33,7 +33,7 @@ def browser():
 @pytest.fixture(scope="module")
 def site(served_run):  # noqa: F811
     predictor = Predictor(served_run, precision="fp32")
-    with serve_in_thread(create_app(predictor, run="demo-run")) as url:
+    with serve_in_thread(create_app(predictor, run_name="demo-run")) as url:
         yield url, predictor
 
 

@@ -57,7 +57,9 @@ def test_compare_without_modes_keeps_the_configs_own_hyper_parameters(toy_config
     assert main(["compare", str(path), "--run-dir", str(tmp_path / "cmp")]) == 0
     cfg = yaml.safe_load((tmp_path / "cmp/seed-1/multi-plain/config.yaml").read_text())
     assert cfg["training"]["lr"] == 5e-5 and cfg["training"]["mode"] is None
-    assert "lr 5e-05, 2 steps" in (tmp_path / "cmp" / "compare.md").read_text()
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "Dev scores, seed 1; lr 5e-05, 2 steps" in md  # one seed: no spread to speak of
+    assert re.search(r"multi-task >= single-task on \d of 2 \(seed 1, best method: plain\)", md)
 
 
 def test_compare_seeds_and_methods_table_with_spreads_and_resume(toy_config, toy_data, write_config, tmp_path, capsys):

@@ -45,7 +45,7 @@ def predictor(served_run):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    with TestClient(create_app(predictor, LIMITS, run="served")) as c:
+    with TestClient(create_app(predictor, LIMITS, run_name="served")) as c:
         yield c
 
 

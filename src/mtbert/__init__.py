@@ -3,4 +3,15 @@
 from mtbert.errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["UserError", "__version__"]
+__all__ = ["RunResult", "UserError", "__version__", "evaluate", "load", "train"]
+_API = ("RunResult", "evaluate", "load", "train")
+
+
+def __getattr__(name: str):
+    # the API on first use: `import mtbert` stays light, and the torch-free ONNX engine (which imports the
+    # package) never loads the config and training modules
+    if name in _API:
+        from mtbert import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mtbert' has no attribute {name!r}")

@@ -27,8 +27,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_train(args) -> int:
-    from mtbert.training.checkpoint import checkpoints, fingerprint, latest_fingerprint
     from mtbert.training.distributed import from_env, launch
+    from mtbert.training.start import fresh_run_dir, wants_resume
     from mtbert.training.trainer import TrainingInterrupted, train
 
     if args.nproc is not None:
@@ -50,17 +50,10 @@ def cmd_train(args) -> int:
                      "make it writable, or train into another folder with --run-dir DIR")
     # under torchrun every rank takes the same decision before rank 0 clears or writes anything
     ranks = from_env(cfg.training.dist_timeout, cfg.training.device)
-    resume = False
-    if args.resume:
-        if not checkpoints(run_dir):
-            raise UserError(f"--resume {run_dir}: no checkpoint there to resume from")
-        resume = True
-    elif checkpoints(run_dir) and not args.overwrite and latest_fingerprint(run_dir) == fingerprint(cfg):
-        log.info("%s holds a checkpoint of this config: resuming it (--overwrite starts again)", run_dir)
-        resume = True
-    else:
+    resume = wants_resume(run_dir, cfg, bool(args.resume), args.overwrite)
+    if not resume:
         ranks.barrier()
-        _fresh_run_dir(run_dir, args.overwrite, Path(args.config), clear=ranks.is_main)
+        fresh_run_dir(run_dir, args.overwrite, Path(args.config), clear=ranks.is_main)
     ranks.barrier()
     try:
         summary = train(cfg, run_dir, resume=resume)
@@ -171,30 +164,6 @@ def os_error_line(err: OSError, where: Path | str = "a file") -> str | None:
         else f"{where}: {err.strerror}"
 
 
-def _fresh_run_dir(run_dir: Path, overwrite: bool, config: Path, clear: bool = True) -> None:
-    """Make way for a new run in `run_dir`: refuse to write over anything without --overwrite, and
-    with it remove only the previous run's own files, saying which others stay."""
-    from mtbert.io import same_file
-    from mtbert.rundir import clear_run, holds_run, run_files
-
-    if holds_run(run_dir):
-        if not overwrite:
-            raise UserError(f"{run_dir}: already holds a run; pass --overwrite to replace it, "
-                            "or --run-dir DIR to train into another directory")
-    elif in_the_way := [p.name for p in run_files(run_dir)]:
-        if any(same_file(run_dir / name, config) for name in in_the_way):  # the user's config, not a run's
-            raise UserError(f"{run_dir}: its {config.name} is the config being trained, which a run would "
-                            "overwrite; mtbert never writes over its inputs: give another --run-dir")
-        if not overwrite:
-            raise UserError(f"{run_dir}: holds {', '.join(in_the_way)}, which a run would overwrite; pass "
-                            "--overwrite to replace it, or --run-dir DIR to train into another directory")
-    if overwrite and clear:
-        left = clear_run(run_dir)
-        if left:
-            log.warning("%s: --overwrite removed the previous run's files only; left %d other(s): %s", run_dir,
-                        len(left), ", ".join(left))
-
-
 def _without_nproc(argv: list[str]) -> list[str]:
     out, skip = [], False
     for arg in argv:
@@ -226,7 +195,9 @@ def cmd_compare(args) -> int:
     check_output_dir(run_dir, "--run-dir" if args.run_dir else "run_dir",
                      "make it writable, or write elsewhere with --run-dir DIR")
     if args.overwrite:  # without it, finished runs are reused and interrupted ones resumed
-        _fresh_run_dir(run_dir, True, Path(args.config))
+        from mtbert.training.start import fresh_run_dir
+
+        fresh_run_dir(run_dir, True, Path(args.config))
     compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs, args.rescore)
     print((run_dir / "compare.md").read_text(encoding="utf-8"))
     print(f"run dir: {run_dir}")
@@ -453,7 +424,7 @@ def cmd_serve(args) -> int:
     limits = Limits(max_inputs=args.max_inputs, max_chars=args.max_chars, batch_size=args.max_batch,
                     max_wait_ms=args.max_wait_ms, read_timeout_s=args.read_timeout)
     serve(load_predictor(args.run_dir, args.engine, precision=args.precision), host=args.host, port=args.port,
-          limits=limits, run=Path(args.run_dir).resolve().name)
+          limits=limits, run_name=Path(args.run_dir).resolve().name)
     return 0
 
 

@@ -476,6 +476,27 @@ def read_config_file(path: str | Path) -> dict:
     return raw
 
 
+def _parent(raw: dict, key: str, where: str) -> tuple[dict, str]:
+    """The mapping a dotted key's last part lives in (made where missing), and that part."""
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"{where}: '{part}' is not a mapping in the config")
+        node = child
+    return node, parts[-1]
+
+
+def apply_values(raw: dict, values: dict) -> dict:
+    """{"training.lr": 3e-5} -> raw['training']['lr'] = 3e-5: Python values, set as they are."""
+    raw = copy.deepcopy(raw)
+    for key, value in values.items():
+        node, last = _parent(raw, key, f"overrides[{key!r}]")
+        node[last] = copy.deepcopy(value)
+    return raw
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`training.lr=3e-5` -> raw['training']['lr'] = 3e-5 (values parsed as YAML scalars)."""
     raw = copy.deepcopy(raw)
@@ -483,15 +504,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.lr=3e-5")
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--set {item!r}: '{part}' is not a mapping in the config")
-            node = child
+        node, last = _parent(raw, key, f"--set {item!r}")
         try:
-            node[parts[-1]] = yaml.load(value, Loader=_UniqueKeyLoader) if value else ""
+            node[last] = yaml.load(value, Loader=_UniqueKeyLoader) if value else ""
         except _DuplicateKey as dup:
             raise UserError(f"--set {item!r}: {dup.message(lines=False)}") from None
         except yaml.YAMLError as err:
@@ -685,13 +700,18 @@ def check_backbone(cfg: Config, source: str = "config") -> None:
                         f"backbone '{cfg.backbone}' ({encoder.model_type}) has none; use pooling: cls or mean")
 
 
-def load_raw(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """The config as a dict, after overrides, variables and task_defaults, before validation."""
-    raw = apply_overrides(read_config_file(path), overrides or [])
+def load_raw(path: str | Path, overrides: list[str] | None = None, values: dict | None = None) -> dict:
+    """The config as a dict, after overrides (--set strings, then Python `values`), variables and
+    task_defaults, before validation."""
+    return resolve_raw(apply_values(apply_overrides(read_config_file(path), overrides or []), values or {}), path)
+
+
+def resolve_raw(raw: dict, source: str | Path) -> dict:
+    """Variables substituted and task_defaults merged (`source` names the config in messages)."""
     try:
         return merge_task_defaults(substitute_variables(raw))
     except UserError as err:
-        raise UserError(f"{path}: {err}") from None
+        raise UserError(f"{source}: {err}") from None
 
 
 def finish(raw: dict, path: str | Path, check_files: bool = True) -> Config:

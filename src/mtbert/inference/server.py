@@ -250,8 +250,8 @@ def validation_error(raw: list[dict]) -> dict:
     return {"detail": detail, "errors": errors}
 
 
-def create_app(predictor, limits: Limits | None = None, run: str | None = None) -> FastAPI:
-    """The app for one predictor (`Predictor` or `OnnxPredictor`); `run` names what it serves (the run dir's
+def create_app(predictor, limits: Limits | None = None, run_name: str | None = None) -> FastAPI:
+    """The app for one predictor (`Predictor` or `OnnxPredictor`); `run_name` names what it serves (the run dir's
     name only: a client need not learn the server's paths)."""
     limits = limits or Limits()
     tasks = list(predictor.cfg.tasks)
@@ -333,7 +333,7 @@ def create_app(predictor, limits: Limits | None = None, run: str | None = None) 
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", run=run, engine=getattr(predictor, "engine", "torch"), tasks=len(tasks),
+        return Health(status="ok", run=run_name, engine=getattr(predictor, "engine", "torch"), tasks=len(tasks),
                       requests=batcher.requests, model_calls=batcher.calls)
 
     @app.get("/tasks", response_model=list[TaskInfo])
@@ -474,13 +474,13 @@ class _TooLarge(Exception):
 KEEP_ALIVE_S = 5  # uvicorn's default, said here so that it is not left to a version of uvicorn
 
 def serve(predictor, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-          run: str | None = None) -> None:
+          run_name: str | None = None) -> None:
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: reachable from other machines, and the API has no authentication", host)
     # an idle keep-alive connection is closed after KEEP_ALIVE_S; a stalled body by BodyLimit
-    uvicorn.run(create_app(predictor, limits, run), host=host, port=port, log_level="info",
+    uvicorn.run(create_app(predictor, limits, run_name), host=host, port=port, log_level="info",
                 timeout_keep_alive=KEEP_ALIVE_S)
 
 

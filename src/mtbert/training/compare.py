@@ -346,7 +346,8 @@ def table(report: dict) -> str:
     s = report["settings"]
     seeds = ", ".join(map(str, report["seeds"]))
     lines = [f"# Multi-task vs single-task ({s['backbone']})", "",
-             f"Dev scores, mean ± half the range over seeds {seeds}; lr {s['lr']:g}, "
+             (f"Dev scores, mean ± half the range over seeds {seeds}" if len(report["seeds"]) > 1
+              else f"Dev scores, seed {seeds}") + f"; lr {s['lr']:g}, "
              + (f"{s['max_steps']} steps" if s["max_steps"] else f"{s['epochs']:g} epochs")
              + f", batch {s['batch_size']}, schedule {s['schedule']} (methods change it where they say so). "
              "Best per task in bold; the difference is the best method's mean minus single-task.", ""]
@@ -365,7 +366,8 @@ def table(report: dict) -> str:
             lines.append(f"| {task} | {row['metric']} | " + " | ".join(cells) + f" | {diff:+.3f} |")
         o = t["outcome"][t["best"]]
         lines += ["", f"multi-task >= single-task on {o['at_or_above']} of {o['tasks']} "
-                      f"(mean of {len(report['seeds'])} seeds, best method: {t['best']})", ""]
+                      + (f"(mean of {len(report['seeds'])} seeds" if len(report["seeds"]) > 1 else f"(seed {seeds}")
+                      + f", best method: {t['best']})", ""]
     costs = report.get("costs") or {}
     if costs:
         lines += ["| scheme | models | training minutes | parameters stored | sentences/s, every single-text head |",
