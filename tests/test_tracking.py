@@ -208,6 +208,29 @@ def test_each_distinct_warning_once_per_run_through_tqdm_write(toy_config, monke
         logging.root.removeHandler(console)
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_dev_evaluation_has_a_progress_bar_that_follows_training_progress(toy_config, monkeypatch, progress):
+    """Each evaluation runs a 'dev' bar over every dev input (shown only with training.progress)."""
+    from tqdm import tqdm
+
+    bars = []
+
+    class Recorded(tqdm):
+        def close(self):
+            if not getattr(self, "recorded", False):  # tqdm closes again when the bar is collected
+                self.recorded = True
+                bars.append((self.desc, self.disable, self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(trainer_module, "tqdm", Recorded)
+    train(_cfg(toy_config, progress=progress))
+    dev = [b for b in bars if b[0] == "dev"]
+    assert len(dev) == 2  # the evaluations at steps 6 and 12
+    assert all(disabled is not progress for _, disabled, _, _ in dev)
+    if progress:  # a disabled bar counts nothing
+        assert all(n == total == 28 for _, _, n, total in dev)  # 10 + 10 + 6 + 2 dev inputs
+
+
 def test_task_colours_one_per_task_stable_across_calls():
     tasks = ["sent", "sts", "mc", "ner"]
     colours = task_colours(tasks)
