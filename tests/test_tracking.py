@@ -216,19 +216,17 @@ def test_dev_evaluation_has_a_progress_bar_that_follows_training_progress(toy_co
     bars = []
 
     class Recorded(tqdm):
-        def close(self):
-            if not getattr(self, "recorded", False):  # tqdm closes again when the bar is collected
-                self.recorded = True
-                bars.append((self.desc, self.disable, self.n, self.total))
-            super().close()
+        def __init__(self, *args, desc=None, **kwargs):
+            super().__init__(*args, desc=desc, **kwargs)
+            bars.append((desc, self.disable, self))  # a disabled bar keeps no desc; close() disables any
 
     monkeypatch.setattr(trainer_module, "tqdm", Recorded)
     train(_cfg(toy_config, progress=progress))
-    dev = [b for b in bars if b[0] == "dev"]
+    dev = [(disabled, bar) for desc, disabled, bar in bars if desc == "dev"]
     assert len(dev) == 2  # the evaluations at steps 6 and 12
-    assert all(disabled is not progress for _, disabled, _, _ in dev)
+    assert all(disabled is not progress for disabled, _ in dev)
     if progress:  # a disabled bar counts nothing
-        assert all(n == total == 28 for _, _, n, total in dev)  # 10 + 10 + 6 + 2 dev inputs
+        assert all(bar.n == bar.total == 28 for _, bar in dev)  # 10 + 10 + 6 + 2 dev inputs
 
 
 def test_task_colours_one_per_task_stable_across_calls():
