@@ -628,6 +628,14 @@ CASES = [
     Case("config-out-of-range", "config", "value out of range (`warmup: 2`)", TRAIN,
          train_with_config(setting("training.warmup", 2)),
          ERR + CFG + "training.warmup: Input should be less than or equal to 1", 2),
+    Case("config-unknown-logger", "config", "unknown logger (`loggers: [tensorbord]`)", TRAIN,
+         train_with_config(setting("training.loggers", ["tensorbord"])),
+         ERR + CFG + "training.loggers: unknown logger 'tensorbord'; did you mean 'tensorboard'? known loggers: "
+         "tensorboard, mlflow", 2),
+    Case("config-mlflow-uri-alone", "config", "`mlflow_uri` without the mlflow logger", TRAIN,
+         train_with_config(setting("training.mlflow_uri", "sqlite:///mlflow.db")),
+         ERR + CFG + "training: mlflow_uri applies to the mlflow logger; add mlflow to training.loggers or remove "
+         "mlflow_uri", 2),
     Case("config-missing-required", "config", "missing required key (a task without `type`)", TRAIN,
          train_with_config(deleting("tasks.sent.type")),
          ERR + CFG + "tasks.sent.type: required key is missing", 2),

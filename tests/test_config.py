@@ -492,3 +492,13 @@ def test_seed_numpy_cannot_take_refused(seed, says, base, write_config, capsys, 
     path = write_config({**copy.deepcopy(base), "seed": seed})
     expect_cli_error(capsys, path, f"seed: Input should be {says}")
     assert load_config(write_config({**copy.deepcopy(base), "seed": 2**32 - 1})).seed == 2**32 - 1
+
+
+def test_loggers_take_one_name_or_a_list(base, write_config):
+    """`--set training.loggers=mlflow` names one logger; a name listed twice is one logger."""
+    one = load_config(write_config(set_path(copy.deepcopy(base), "training.loggers", "mlflow")))
+    assert one.training.loggers == ["mlflow"] and one.training.mlflow_uri is None
+    both = load_config(write_config(set_path(copy.deepcopy(base), "training.loggers",
+                                             ["tensorboard", "mlflow", "tensorboard"])))
+    assert both.training.loggers == ["tensorboard", "mlflow"]
+    assert load_config(write_config(copy.deepcopy(base))).training.loggers == []

@@ -33,6 +33,7 @@ from mtbert.errors import UserError
 from mtbert.tasks import TASK_TYPES, check_metric_fits, check_metric_name, default_metrics
 
 Column = int | str
+LOGGERS = ("tensorboard", "mlflow")  # training.loggers; training/loggers.py builds one of each
 
 
 def _import_metrics(info: ValidationInfo) -> bool:
@@ -248,6 +249,32 @@ class TrainingConfig(_Strict):
     checkpoint_every: Annotated[int, Field(gt=0)] | None = None  # steps; checkpoints are also written at every evaluation
     keep_checkpoints: Annotated[int, Field(gt=0)] = 2
     on_nonfinite_loss: Literal["skip", "stop"] = "skip"
+    # live views beside metrics.jsonl (training/loggers.py): TensorBoard into RUN/tensorboard, an MLflow run into
+    # mlflow_uri (unset: a SQLite store in RUN/mlflow; MLflow 3 refuses plain-folder stores by default)
+    loggers: list[str] = Field(default_factory=list)
+    mlflow_uri: str | None = None
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _one_logger_is_a_list(cls, value):
+        return [value] if isinstance(value, str) else value  # --set training.loggers=tensorboard
+
+    @field_validator("loggers")
+    @classmethod
+    def _known_loggers(cls, value: list[str]):
+        for name in value:
+            if name not in LOGGERS:
+                guess = difflib.get_close_matches(name, LOGGERS, n=1)
+                hint = f"did you mean '{guess[0]}'? " if guess else ""
+                raise ValueError(f"unknown logger '{name}'; {hint}known loggers: {', '.join(LOGGERS)}")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _mlflow_uri_needs_mlflow(self):
+        if self.mlflow_uri is not None and "mlflow" not in self.loggers:
+            raise ValueError("mlflow_uri applies to the mlflow logger; add mlflow to training.loggers "
+                             "or remove mlflow_uri")
+        return self
 
     @model_validator(mode="after")
     def _mode_presets(self):

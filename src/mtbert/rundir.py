@@ -3,8 +3,11 @@
     run_dir/
       config.yaml        the resolved config (variables substituted, task_defaults merged)
       metrics.jsonl      one line per evaluation
-      report.md          final dev table beside a majority/mean baseline
-      curves.png         training loss and dev metric per task over steps
+      report.md          best dev table beside a majority/mean baseline (rewritten at every evaluation)
+      curves.png         training loss, dev metric per task and learning rate over steps
+      tensorboard/       TensorBoard event files (training.loggers: [tensorboard])
+      mlflow/            the MLflow store, mlflow.db and artifacts/ (training.loggers: [mlflow])
+      mlflow_run_id      the MLflow run this run dir logs to, so that a resume continues it
       model/             the best checkpoint, swapped in whole (see io.atomic_write_dir)
         encoder/         HF save_pretrained: config.json, model.safetensors, tokenizer files
         heads.safetensors
@@ -46,7 +49,8 @@ from mtbert.training.checkpoint import CHECKPOINT
 log = logging.getLogger("mtbert")
 
 MODEL = "model"
-TRAIN_FILES = ("config.yaml", "metrics.jsonl", "report.md", "curves.png", MODEL)
+TENSORBOARD, MLFLOW, MLFLOW_RUN_ID = "tensorboard", "mlflow", "mlflow_run_id"  # training/loggers.py's
+TRAIN_FILES = ("config.yaml", "metrics.jsonl", "report.md", "curves.png", MODEL, TENSORBOARD, MLFLOW, MLFLOW_RUN_ID)
 COMPARE_FILES = ("compare.json", "compare.md", "compare.png", "compare-run.json")
 # compare's runs: [<mode>/]seed-<seed>/multi-<method> and [<mode>/]seed-<seed>/single-<task>
 COMPARE_MODES = ("pretrain", "finetune")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 import torch
@@ -19,13 +19,16 @@ log = logging.getLogger("mtbert")
 
 @torch.inference_mode()
 def raw_outputs(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int, amp,
-                ranks=None) -> dict[str, list[np.ndarray]]:
+                ranks=None, on_batch: Callable[[int], None] | None = None) -> dict[str, list[np.ndarray]]:
     """Each head's float32 output for every feature, in input order, from one encoder pass per batch:
     probabilities for classification and multiple choice, scores for regression, per-sub-token logits for
     tagging. Batches are sorted by length (less padding).
 
     With `ranks` (training.distributed.Dist), each process runs every world-th batch and the outputs are
-    gathered: the batches are the single process's, so the outputs are too."""
+    gathered: the batches are the single process's, so the outputs are too.
+
+    `on_batch(n)` is told after each batch how many features it held (a progress bar's step); the other
+    ranks' share is told once they are gathered."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -45,30 +48,37 @@ def raw_outputs(model, tasks: list[str], feats: list[Feature], batch_size: int, 
             if model.task_types[task] in ("classification", "multiple_choice"):
                 out = model.heads[task].probas(out)
             outputs[task].update(zip(idx, out.cpu().numpy(), strict=True))
+        if on_batch:
+            on_batch(len(idx))
     if ranks is not None and ranks.enabled:
         for part in ranks.gather(outputs):
             for task in tasks:
                 outputs[task].update(part[task])
+        if on_batch:
+            on_batch(len(feats) - sum(len(idx) for idx in batches))
     model.train(was_training)
     return {t: [rows[i] for i in range(len(feats))] for t, rows in outputs.items()}
 
 
 def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int, pad_id: int,
                   labels: dict[str, list[str] | None], amp, ranks=None,
-                  stitched: Collection[str] | None = None) -> dict[str, TaskPredictions]:
+                  stitched: Collection[str] | None = None,
+                  on_batch: Callable[[int], None] | None = None) -> dict[str, TaskPredictions]:
     """Predict several tasks that take the same input with one encoder pass per batch, in input order.
     Features that are windows of a long text (`encode(..., stride=)`) are put back together for the
     tagging tasks in `stitched` (default: every task); the other tasks read each input's first window,
     its truncated text."""
-    outputs = raw_outputs(model, tasks, feats, batch_size, pad_id, amp, ranks)
+    outputs = raw_outputs(model, tasks, feats, batch_size, pad_id, amp, ranks, on_batch)
     return {t: decode_rows(model.task_types[t], outputs[t], feats, labels.get(t), stitched is None or t in stitched)
             for t in tasks}
 
 
 def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id: int,
-                 labels: list[str] | None, amp, ranks=None) -> TaskPredictions:
+                 labels: list[str] | None, amp, ranks=None,
+                 on_batch: Callable[[int], None] | None = None) -> TaskPredictions:
     """One task's predictions, one per input (a tagging task's windows put back together)."""
-    return predict_tasks(model, [task], feats, batch_size, pad_id, {task: labels}, amp, ranks)[task]
+    return predict_tasks(model, [task], feats, batch_size, pad_id, {task: labels}, amp, ranks,
+                         on_batch=on_batch)[task]
 
 
 def gold_values(task_type: str, examples: list[Example], labels: list[str] | None):

@@ -39,7 +39,8 @@ def fingerprint(cfg) -> str:
     progress may differ)."""
     dump = cfg.dump()
     dump.pop("run_dir", None)
-    for key in ("progress", "device", "threads", "dist_timeout", "compile"):  # where and how fast, not what, it trains
+    # where and how fast it trains, and who watches, not what it trains
+    for key in ("progress", "device", "threads", "dist_timeout", "compile", "loggers", "mlflow_uri"):
         dump.get("training", {}).pop(key, None)
     return hashlib.sha256(yaml.safe_dump(dump, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -44,8 +44,10 @@ from mtbert.modeling.precision import autocast, resolve_device, resolve_precisio
 from mtbert.rundir import remove_leftovers, save_model, write_config
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
+from mtbert.training.console import training_console
 from mtbert.training.distill import attach_teacher_targets, gold_weight
 from mtbert.training.distributed import Dist, from_env
+from mtbert.training.loggers import Callback, Callbacks, build_loggers, require_packages
 from mtbert.training.report import write_curves, write_report
 
 log = logging.getLogger("mtbert")
@@ -235,14 +237,18 @@ class LrSchedule:
 
 
 def evaluate_all(model, data: dict[str, TaskData], cfg: Config, pad_id: int, amp,
-                 ranks: Dist | None = None) -> tuple[dict, dict]:
+                 ranks: Dist | None = None, progress: bool = False) -> tuple[dict, dict]:
     scores, outputs = {}, {}
+    bar = tqdm(total=sum(len(td.dev_feats) for td in data.values()), desc="dev", unit="input", leave=False,
+               disable=not progress, dynamic_ncols=True)
     for name, td in data.items():
         if not td.dev_feats:
             continue
-        preds = predict_task(model, name, td.dev_feats, cfg.training.eval_batch_size, pad_id, td.labels, amp, ranks)
+        preds = predict_task(model, name, td.dev_feats, cfg.training.eval_batch_size, pad_id, td.labels, amp, ranks,
+                             on_batch=bar.update)
         scores[name] = score_task(td.type, metric_names(cfg, name), td.dev, preds, td.labels)
         outputs[name] = preds
+    bar.close()
     return scores, outputs
 
 
@@ -319,6 +325,7 @@ class TrainState:
     lr_factor: float = 1.0
     loss_sums: dict = field(default_factory=dict)  # task -> [sum, count] since the last evaluation
     loss_curve: list = field(default_factory=list)  # (step, task, loss)
+    lr_curve: list = field(default_factory=list)  # (step, lr)
     dev_curve: list = field(default_factory=list)
     ema: dict = field(default_factory=dict)
     steps_per_task: dict = field(default_factory=dict)
@@ -326,6 +333,21 @@ class TrainState:
     eval_seconds: float = 0.0
     nonfinite_steps: int = 0
     done: bool = False
+
+
+class _Ending:
+    """Tells the callbacks how the run ended, whichever way it ends."""
+
+    def __init__(self, callbacks: Callback, state: TrainState):
+        self.callbacks, self.state = callbacks, state
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        outcome = ("finished" if kind is None else
+                   "interrupted" if issubclass(kind, TrainingInterrupted | KeyboardInterrupt) else "failed")
+        self.callbacks.on_end(self.state.step, outcome)
 
 
 class _StopSignals:
@@ -362,7 +384,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
         torch.set_num_threads(t.threads)
     ranks = from_env(t.dist_timeout, t.device)
     try:
-        with _rank_logging(ranks):
+        with _rank_logging(ranks), training_console():
             return _train(cfg, run_dir, resume, ranks)
     finally:
         ranks.close()
@@ -386,6 +408,8 @@ class _rank_logging:
 def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
     t = cfg.training
     main = ranks.is_main
+    if main:
+        require_packages(t.loggers)
     seed_everything(cfg.seed)
     device = resolve_device(t.device, ranks.local_rank)
     precision = resolve_precision(t.precision, device)
@@ -454,6 +478,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
     labels = {n: td.labels for n, td in data.items() if td.labels}
     primary = {n: metric_names(cfg, n)[0] for n in data}
     has_dev = any(td.dev_feats for td in data.values())
+    baseline = baseline_scores(cfg, data) if main else {}
+    callbacks = Callbacks(build_loggers(t.loggers, run_dir, state.step, cfg.dump(), t.mlflow_uri) if main else [])
     log.info("training %d steps (%d per epoch, %.2g epochs), schedule %s, precision %s on %s%s, run dir %s",
              total_steps, steps_per_epoch, epochs, t.schedule, precision, device,
              f", {ranks.world} processes" if ranks.enabled else "", run_dir)
@@ -469,11 +495,26 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
         payload = {**asdict(state), "fingerprint": fingerprint(cfg), "schedule": schedule.state(),
                    "streams": {n: s.state() for n, s in streams.items()}, "grad_scaler": scaler.state_dict()}
         save_checkpoint(run_dir, state.step, model, optimizer, payload, t.keep_checkpoints)
+        callbacks.on_checkpoint(state.step)
+
+    def summarise(finished: bool) -> dict:
+        return {"run_dir": str(run_dir), "steps": state.step, "total_steps": total_steps, "finished": finished,
+                "train_seconds": round(state.train_seconds, 1), "eval_seconds": round(state.eval_seconds, 1),
+                "train_examples": sum(cfg.batch_size(n) * k for n, k in state.steps_per_task.items()) * accum,
+                "nonfinite_steps": state.nonfinite_steps,
+                "best": state.best_eval, "baseline": baseline, "primary": primary, "precision": precision}
+
+    def write_progress(finished: bool) -> dict:
+        """report.md and curves.png as they stand (rank 0 only)."""
+        summary = summarise(finished)
+        write_report(run_dir, cfg, summary)
+        write_curves(run_dir, state.loss_curve, state.dev_curve, primary, state.lr_curve)
+        return summary
 
     def evaluate() -> bool:
         """Score dev (each rank a share of the batches), log it, keep the best model; True when early
         stopping says stop. Every rank gets the same scores, so they all take the same decisions."""
-        scores, outputs = evaluate_all(model, data, cfg, pad_id, amp, ranks)
+        scores, outputs = evaluate_all(model, data, cfg, pad_id, amp, ranks, progress=t.progress and main)
         custom = custom_outputs(data, outputs) if ":" in t.target_metric else None  # only a custom target needs them
         target = target_value(t.target_metric, scores, primary, custom)
         record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "lr": lr_schedule.lr,
@@ -493,6 +534,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
                 save_model(run_dir, model, tokenizer, cfg, labels, precision, record)
         else:
             state.bad_evals += 1
+        if main:  # a run stopped at any point leaves the report of its last evaluation
+            write_progress(finished=False)
+        callbacks.on_evaluate(state.step, record)
         if t.lr_drop_patience:
             if target > state.best_for_drop:
                 state.best_for_drop, state.bad_for_drop = target, 0
@@ -510,7 +554,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
 
     bar = tqdm(total=total_steps, initial=state.step, disable=not (t.progress and main), desc="train",
                dynamic_ncols=True)
-    with _StopSignals() as signals:
+    with _StopSignals() as signals, _Ending(callbacks, state):
         while not state.done and state.step < total_steps:
             tick = time.time()
             step = state.step
@@ -521,11 +565,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
             task = schedule.task_for(step, epoch)
             td, weight = data[task], data[task].cfg.loss_weight * schedule.weight(task)
             lr_schedule.set(step)
-            step_loss = 0.0
+            step_loss, examples = 0.0, 0
             for k in range(accum):
                 # every rank draws the same batch and takes its shard; the all-reduce of the gradients
                 # waits for the last accumulation step (no_sync before it)
-                idx, share = ranks.shard(streams[task].next())
+                drawn = streams[task].next()
+                examples += len(drawn)
+                idx, share = ranks.shard(drawn)
                 batch = {key: v.to(device) for key, v in
                          collate(td.type, [td.train_feats[i] for i in idx], pad_id).items()}
                 with net.no_sync() if ranks.enabled and k < accum - 1 else contextlib.nullcontext():
@@ -569,7 +615,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
                             step_loss, task, state.step, state.nonfinite_steps)
             optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
             bar.update(1)
-            state.train_seconds += time.time() - tick
+            seconds = time.time() - tick
+            state.train_seconds += seconds
+            state.lr_curve.append((state.step, lr_schedule.lr))
+            scalars = {"train/lr": lr_schedule.lr, "train/examples_per_s": examples / max(seconds, 1e-9)}
+            if math.isfinite(step_loss):
+                scalars[f"train/loss/{task}"] = step_loss
+            callbacks.on_step(state.step, scalars)
 
             due = has_dev and (state.step % eval_every == 0 or state.step == total_steps)
             if due:
@@ -584,17 +636,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
             if stop and not state.done:
                 bar.close()
                 raise TrainingInterrupted(state.step, run_dir, signals.signum or signal.SIGTERM, main)
-    bar.close()
-    if not main:
-        return {"run_dir": str(run_dir), "steps": state.step, "best": state.best_eval}
-    if not has_dev:
-        save_model(run_dir, model, tokenizer, cfg, labels, precision)
-    summary = {"run_dir": str(run_dir), "steps": state.step, "train_seconds": round(state.train_seconds, 1),
-               "eval_seconds": round(state.eval_seconds, 1),
-               "train_examples": sum(cfg.batch_size(n) * k for n, k in state.steps_per_task.items()) * accum,
-               "nonfinite_steps": state.nonfinite_steps,
-               "best": state.best_eval, "baseline": baseline_scores(cfg, data), "primary": primary,
-               "precision": precision}
-    write_report(run_dir, cfg, summary)
-    write_curves(run_dir, state.loss_curve, state.dev_curve, primary)
-    return summary
+        bar.close()
+        if not main:
+            return {"run_dir": str(run_dir), "steps": state.step, "best": state.best_eval}
+        if not has_dev:
+            save_model(run_dir, model, tokenizer, cfg, labels, precision)
+        # inside _Ending: the loggers' on_end comes after the final model and report, which MLflow stores
+        return write_progress(finished=True)
