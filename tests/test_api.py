@@ -42,6 +42,8 @@ def test_the_readme_example_runs_as_printed(tmp_path, monkeypatch, capsys):
     assert result.run_dir == Path("runs/quick") and (tmp_path / "runs/quick/model").is_dir()
     assert set(result.scores) == {"cola", "rte", "stsb", "copa", "conll"} and result.step == 20
     assert mtbert.evaluate(result.run_dir, split="dev") == result.scores  # evaluate reproduces training's scores
+    assert [r["step"] for r in scope["steps"]] == [20]  # the callback heard the evaluation (eval_every 1000)
+    assert scope["steps"][0]["dev"] == result.scores
     out = capsys.readouterr().out
     assert "label" in out
 

@@ -3,8 +3,8 @@
 from mtbert.errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["RunResult", "UserError", "__version__", "evaluate", "load", "train"]
-_API = ("RunResult", "evaluate", "load", "train")
+__all__ = ["Callback", "RunResult", "UserError", "__version__", "evaluate", "load", "train"]
+_API = ("Callback", "RunResult", "evaluate", "load", "train")
 
 
 def __getattr__(name: str):

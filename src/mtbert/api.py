@@ -19,6 +19,9 @@ from pathlib import Path
 
 from mtbert.config import Config, apply_overrides, apply_values, finish, load_raw, resolve_raw
 from mtbert.errors import UserError
+from mtbert.training.loggers import Callback
+
+__all__ = ["Callback", "RunResult", "evaluate", "load", "resolve_config", "train"]
 
 
 @dataclass
@@ -51,9 +54,11 @@ def resolve_config(config: str | Path | dict | Config, overrides: dict | list[st
 
 
 def train(config: str | Path | dict | Config, overrides: dict | list[str] | None = None,
-          run_dir: str | Path | None = None, *, resume: bool = False, overwrite: bool = False) -> RunResult:
+          run_dir: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+          callbacks: list | tuple = ()) -> RunResult:
     """Train as `mtbert train` does: a run dir holding a checkpoint of the same config is resumed; any other
-    run there is refused unless `overwrite` (which removes only that run's files)."""
+    run there is refused unless `overwrite` (which removes only that run's files). `callbacks`:
+    `mtbert.Callback` subclasses, told of every step, evaluation, checkpoint and the end."""
     from mtbert.training.start import PYTHON, fresh_run_dir, wants_resume
     from mtbert.training.trainer import train as run_training
 
@@ -64,7 +69,7 @@ def train(config: str | Path | dict | Config, overrides: dict | list[str] | None
     resumed = wants_resume(out, cfg, resume, overwrite, PYTHON)
     if not resumed:
         fresh_run_dir(out, overwrite, Path(config) if isinstance(config, str | Path) else None, say=PYTHON)
-    summary = run_training(cfg, out, resume=resumed)
+    summary = run_training(cfg, out, resume=resumed, callbacks=callbacks)
     best = summary.get("best") or {}
     return RunResult(out, best.get("dev", {}), best.get("target"), best.get("step"), summary)
 

@@ -373,7 +373,8 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) -> dict:
+def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
+          callbacks: list[Callback] | tuple = ()) -> dict:
     """Train from a validated config; returns the best evaluation and where the run was written.
 
     With `resume`, continue from the run dir's latest checkpoint: the result is identical to a run
@@ -385,7 +386,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
     ranks = from_env(t.dist_timeout, t.device)
     try:
         with _rank_logging(ranks), training_console():
-            return _train(cfg, run_dir, resume, ranks)
+            return _train(cfg, run_dir, resume, ranks, list(callbacks))
     finally:
         ranks.close()
 
@@ -405,7 +406,7 @@ class _rank_logging:
         log.setLevel(self.level)
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
+def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks: list[Callback]) -> dict:
     t = cfg.training
     main = ranks.is_main
     if main:
@@ -479,7 +480,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist) -> dict:
     primary = {n: metric_names(cfg, n)[0] for n in data}
     has_dev = any(td.dev_feats for td in data.values())
     baseline = baseline_scores(cfg, data) if main else {}
-    callbacks = Callbacks(build_loggers(t.loggers, run_dir, state.step, cfg.dump(), t.mlflow_uri) if main else [])
+    # the caller's callbacks (mtbert.train(callbacks=...)) hear what rank 0 hears, after the loggers
+    callbacks = Callbacks([*build_loggers(t.loggers, run_dir, state.step, cfg.dump(), t.mlflow_uri), *user_callbacks]
+                          if main else [])
     log.info("training %d steps (%d per epoch, %.2g epochs), schedule %s, precision %s on %s%s, run dir %s",
              total_steps, steps_per_epoch, epochs, t.schedule, precision, device,
              f", {ranks.world} processes" if ranks.enabled else "", run_dir)
