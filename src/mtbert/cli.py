@@ -104,7 +104,7 @@ def _train_config(args):
         return load_config(args.config, args.set), []
     log.info("%s: a DeepPavlov config; converted to mtbert's (mtbert convert %s -o config.yaml writes it out)",
              args.config, args.config)
-    converted = convert(raw, args.config, check_hub=True)
+    converted = convert(raw, args.config, check_data=True)
     return finish(apply_overrides(converted, args.set), args.config), evaluation_targets(raw)
 
 
@@ -147,7 +147,7 @@ def cmd_convert(args) -> int:
     if raw is None:
         raise UserError(f"{args.config}: not a DeepPavlov config (no chainer or multitask dataset_reader); "
                         "mtbert reads its own configs as they are")
-    converted = convert(raw, args.config, check_hub=True)
+    converted = convert(raw, args.config, check_data=True)
     finish(converted, args.config, check_files=False)  # only write what mtbert accepts
     text = to_yaml(converted, args.config, raw)
     if args.output == "-":
@@ -377,7 +377,7 @@ def _deeppavlov_run(args) -> dict | None:
             raise UserError("--format deeppavlov: give the DeepPavlov config as RUN (mtbert predict DP_CONFIG.json "
                             "--task TASK); its chainer says what DeepPavlov returns")
         return None
-    args.run_dir = trained_run(raw, str(config))
+    args.config_path, args.run_dir = str(config), trained_run(raw, str(config))
     return raw
 
 
@@ -452,16 +452,16 @@ def _deeppavlov_answers(predictor, dp_raw: dict, args):
     """--task T of a DeepPavlov config: a function from a batch of inputs to, per input, what DeepPavlov's
     `predict` prints for it with --format deeppavlov: the values of the chainer's `out` variables that
     belong to T, in `out`'s order (with DeepPavlov's ids, probabilities, floats or tags)."""
-    from mtbert.compat.deeppavlov import predict_deeppavlov, read_chain_for_prediction
+    from mtbert.compat.deeppavlov import DeepPavlovModel, predict_deeppavlov
 
-    _, chain = read_chain_for_prediction(dp_raw, args.run_dir)
+    chain = DeepPavlovModel(predictor, dp_raw, args.config_path).chain  # the config's tasks are the run's
     outs = [name for name in chain.outputs if chain.vars[name].task == args.task]
     if args.format == "deeppavlov" and not outs:
         raise UserError(f"--task {args.task}: none of the chainer's out variables ({', '.join(chain.outputs)}) "
                         "holds its predictions")
 
     def answer(items: list) -> list[list]:
-        values = predict_deeppavlov(predictor, dp_raw, {chain.input_of[args.task]: items})
+        values = predict_deeppavlov(predictor, dp_raw, {chain.input_of[args.task]: items}, args.config_path)
         return [[values[name][i] for name in outs] for i in range(len(items))]
 
     return answer

@@ -135,11 +135,12 @@ def evaluation_targets(raw: dict) -> list[str]:
 # ---------------------------------------------------------------- converting
 
 
-def convert(raw: dict, source: str = "config", check_hub: bool = False) -> dict:
+def convert(raw: dict, source: str = "config", check_data: bool = False) -> dict:
     """A DeepPavlov multitask config -> mtbert's raw config (validate it with mtbert.config.finish).
 
-    `check_hub`: also refuse the tasks whose Hugging Face hub dataset cannot be loaded here (offline, or
-    no network), with the tasks whose local data is missing, so one error names every task to fix."""
+    `check_data`: also refuse the tasks whose files are not there or whose Hugging Face hub dataset cannot
+    be loaded here (offline, or no network), with the CoNLL downloads that are missing (always refused),
+    so one error names every task to fix and how."""
     dp = resolve_variables(raw, source)
     if is_inference_only(dp):
         raise UserError(f"{source}: an inference-only DeepPavlov config (no dataset_reader, dataset_iterator or "
@@ -162,10 +163,11 @@ def convert(raw: dict, source: str = "config", check_hub: bool = False) -> dict:
     if save_path:
         out["run_dir"] = expand(save_path)
     out.update(seed=_seed(dp, chain, f), max_length=_preprocessor(chain, f), tasks=_tasks(dp, raw, chain, f))
-    if check_hub:
+    if check_data:
         f.hub_down, unreachable = unreachable_hub_tasks(f.hub)
-        for task, why in unreachable.items():
-            f.missing_data(task, why)
+        for task, whys in [*f.absent.items(), *((t, [why]) for t, why in unreachable.items())]:
+            for why in whys:
+                f.missing_data(task, why)
     if chain.transformer.get("load_path") not in (None, save_path):
         f.note("multitask_transformer.load_path differs from save_path: mtbert trains from the backbone into "
                "save_path; load_path is where build_model() loads a trained model from")

@@ -270,7 +270,7 @@ def _local_distribution(name: str, reader: dict, known: KnownDataset | None, col
     if absent:
         files = ", ".join(Path(task[o]).name for o in splits if o in task)
         fix = env_fix(template.get("data_dir"), files)
-        f.missing_data(name, f"{where}.data_dir: no {' or '.join(absent)} in {folder}; "
+        f.absent_file(name, f"{where}.data_dir: no {' or '.join(absent)} in {folder}; "
                        f"{fix + ', or ' if fix else ''}point data_dir at the folder of {benchmark}'s "
                        f"{reader.get('name')} files ({files})")
     if known.local_labels:
@@ -301,7 +301,7 @@ def _data_files(name: str, reader: dict, columns: dict, splits: dict, where: str
         for path in files[split] if isinstance(files[split], list) else [files[split]]:
             # a URL or a glob is datasets' to resolve; a plain path must be there
             if "://" not in path and not any(c in path for c in "*?[") and not Path(path).is_file():
-                f.missing_data(name, f"{where}.data_files: no file {path} (the {split!r} split)")
+                f.absent_file(name, f"{where}.data_files: no file {path} (the {split!r} split)")
     formats = {DATA_FILE_FORMATS.get(Path(p).suffix.lower()) for v in chosen.values()
                for p in (v if isinstance(v, list) else [v])}
     if len(formats) != 1 or None in formats:

@@ -26,9 +26,15 @@ class Findings:
         # hub tasks: task -> (path, name, its reader's key path, whether mtbert knows its official files)
         self.hub: dict[str, tuple[str, str | None, str, bool]] = {}
         self.hub_down = ""  # why the hub cannot be used here, when a hub task needs it
+        # local files a task names that are not there: told with the tasks above when the data is checked
+        # (train, convert), left to the reader otherwise (a config converted to be run elsewhere)
+        self.absent: dict[str, list[str]] = {}
 
     def missing_data(self, task: str, why: str) -> None:
         self.missing.setdefault(task, []).append(why)
+
+    def absent_file(self, task: str, why: str) -> None:
+        self.absent.setdefault(task, []).append(why)
 
     def problem(self, where: str, why: str) -> None:
         self.problems.append(f"{where}: {why}")
