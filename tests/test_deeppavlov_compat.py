@@ -454,8 +454,12 @@ def test_predictions_come_back_in_deeppavlovs_shapes(five_task, capsys):
     assert [tags[i] for i in got["y_conll_pred_ids"][0]] == model([None], [None], [None], [None], [["Hi", "Bob"]])[4][0]
     with pytest.raises(UserError, match="x_sst: not in the chainer's in"):
         dp.predict_deeppavlov(model.predictor, raw, {"x_sst": ["x"]})
-    with pytest.raises(UserError, match="must end with DeepPavlov's COPA question"):
-        model([None], [None], [None], [("No question here.", ["a", "b"])], [None])
+    # DeepPavlov's COPA question sentence is read back as the cause/effect the model was trained with
+    copa_probas = dict(raw["chainer"], out=["y_copa_pred_probas"])
+    asked = [dp.predict_deeppavlov(model.predictor, {**raw, "chainer": copa_probas}, {"x_copa": [x]})
+             for x in (("It rained. What happened as a result?", ["Wet", "Dry"]),
+                       {"text": "It rained.", "question": "effect", "choices": ["Wet", "Dry"]})]
+    assert asked[0] == asked[1]
 
 
 @needs_data
@@ -535,6 +539,13 @@ def test_convert_command_writes_yaml_that_mtbert_trains(slices, tmp_path, capsys
 def test_dp_env_overrides_reach_the_converted_config(conll_dir, tmp_path, monkeypatch, capsys):
     src = tmp_path / "dp.json"
     src.write_text(EXAMPLE.read_text())  # DATA_PATH ../shared/data, BACKBONE minilm
+    for rel in ("glue/cola", "glue/rte", "glue/stsb"):  # convert checks that the files are there
+        (conll_dir / rel).mkdir(parents=True)
+        for name in ("train.tsv", "dev.tsv"):
+            (conll_dir / rel / name).write_text("")
+    (conll_dir / "superglue/copa").mkdir(parents=True)
+    for name in ("train.jsonl", "val.jsonl"):
+        (conll_dir / "superglue/copa" / name).write_text("")
     monkeypatch.setenv("DP_DATA_PATH", str(conll_dir))
     monkeypatch.setenv("DP_BACKBONE", "other-bert")
     monkeypatch.setenv("DP_NUM_TRAIN_EPOCHS", "2")

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from serve_fixtures import onnx_dir, served_run  # noqa: F401 - fixtures
 
 from mtbert.inference.batching import MicroBatcher
+from mtbert.inference.common import deeppavlov_input
 from mtbert.inference.predictor import Predictor
-from mtbert.inference.server import Limits, create_app, rise_input, serve_in_thread
+from mtbert.inference.server import Limits, create_app, serve_in_thread
 
 LIMITS = Limits(max_inputs=8, max_chars=200, max_body_bytes=20_000, batch_size=16, max_wait_ms=20)
 TEXTS = ["John lives in Paris", "a great fine movie , really", "terrible", "Mary Smith likes London"]
@@ -124,7 +125,7 @@ def test_riseapi_copa_context_gives_the_model_the_same_text(predictor):
     exactly what it sees for the separate fields."""
     spec = predictor.cfg.tasks["mc"]
     choices = ["people liked it", "people left"]
-    joined = rise_input(spec, "mc", [["the film was bad what happened?"] * 2, choices], 1)
+    joined = deeppavlov_input(spec, [["the film was bad what happened?"] * 2, choices], "x_mc item 1")
     explicit = {"text": "the film was bad", "question": "what happened?", "choices": choices}
     assert predictor.predict("mc", [joined], True) == predictor.predict("mc", [explicit], True)
 

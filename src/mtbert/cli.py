@@ -89,15 +89,34 @@ def cmd_train(args) -> int:
 def _train_config(args):
     """The config to train, and the splits to evaluate afterwards: an mtbert config as it is, or a DeepPavlov
     config converted on the fly (`mtbert convert` writes the same conversion once)."""
-    from mtbert.compat.deeppavlov import convert, evaluation_targets, is_deeppavlov_config
-    from mtbert.config import apply_overrides, finish, load_config, read_config_file
+    from mtbert.compat.deeppavlov import convert, evaluation_targets
+    from mtbert.config import apply_overrides, finish, load_config
 
-    raw = read_config_file(args.config)
-    if not is_deeppavlov_config(raw):
+    raw = _read_deeppavlov(args)
+    if raw is None:
         return load_config(args.config, args.set), []
     log.info("%s: a DeepPavlov config; converted to mtbert's (mtbert convert %s -o config.yaml writes it out)",
              args.config, args.config)
-    return finish(apply_overrides(convert(raw, args.config), args.set), args.config), evaluation_targets(raw)
+    converted = convert(raw, args.config, check_data=True)
+    return finish(apply_overrides(converted, args.set), args.config), evaluation_targets(raw)
+
+
+def _read_deeppavlov(args, path: str | None = None) -> dict | None:
+    """The DeepPavlov config at `path` (default: the command's config) with --only-tasks / --skip-tasks
+    applied; None for an mtbert config, which takes neither flag."""
+    from mtbert.compat.deeppavlov import is_deeppavlov_config
+    from mtbert.compat.dp_select import parse_task_list, select_tasks
+    from mtbert.config import read_config_file
+
+    path = path or args.config
+    raw = read_config_file(path)
+    only, skip = parse_task_list(args.only_tasks, "--only-tasks"), parse_task_list(args.skip_tasks, "--skip-tasks")
+    if not is_deeppavlov_config(raw):
+        if only is not None or skip is not None:
+            raise UserError(f"{'--only-tasks' if only is not None else '--skip-tasks'}: applies to DeepPavlov "
+                            f"configs; in an mtbert config such as {path}, remove the task from tasks:")
+        return None
+    return select_tasks(raw, only, skip, path)
 
 
 def cmd_check(args) -> int:
@@ -111,17 +130,17 @@ def cmd_check(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from mtbert.compat.deeppavlov import convert, is_deeppavlov_config, to_yaml
-    from mtbert.config import finish, read_config_file
+    from mtbert.compat.deeppavlov import convert, to_yaml
+    from mtbert.config import finish
     from mtbert.io import atomic_write_text
 
     if args.output != "-":
         _refuse_writing_inputs("-o", Path(args.output), [("is the config being converted", Path(args.config))])
-    raw = read_config_file(args.config)
-    if not is_deeppavlov_config(raw):
+    raw = _read_deeppavlov(args)
+    if raw is None:
         raise UserError(f"{args.config}: not a DeepPavlov config (no chainer or multitask dataset_reader); "
                         "mtbert reads its own configs as they are")
-    converted = convert(raw, args.config)
+    converted = convert(raw, args.config, check_data=True)
     finish(converted, args.config, check_files=False)  # only write what mtbert accepts
     text = to_yaml(converted, args.config, raw)
     if args.output == "-":
@@ -313,11 +332,32 @@ def predict_split(predictor, args) -> int:
     return 0
 
 
+def _deeppavlov_run(args) -> dict | None:
+    """`mtbert predict DP_CONFIG.json`: the DeepPavlov config (tasks selected) whose load_path (or save_path)
+    holds the run, which becomes args.run_dir; None when RUN is a run dir or a bundle."""
+    from mtbert.compat.deeppavlov import trained_run
+
+    config = Path(args.run_dir)
+    raw = _read_deeppavlov(args, args.run_dir) if config.is_file() and config.suffix in (".json", ".yaml", ".yml") \
+        else None
+    if raw is None:
+        if args.only_tasks is not None or args.skip_tasks is not None:
+            raise UserError("--only-tasks/--skip-tasks: apply when RUN is a DeepPavlov config (they pick its tasks "
+                            "as training did); a run dir holds its tasks already")
+        if args.format == "deeppavlov":
+            raise UserError("--format deeppavlov: give the DeepPavlov config as RUN (mtbert predict DP_CONFIG.json "
+                            "--task TASK); its chainer says what DeepPavlov returns")
+        return None
+    args.config_path, args.run_dir = str(config), trained_run(raw, str(config))
+    return raw
+
+
 def cmd_predict(args) -> int:
-    from mtbert.inference.common import read_jsonl
+    from mtbert.inference.common import deeppavlov_input, read_jsonl
     from mtbert.inference.engines import load_predictor
     from mtbert.io import atomic_write
 
+    dp_raw = _deeppavlov_run(args)
     _check_predict_output(args)
     predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size, precision=args.precision)
     if args.output and not args.split:
@@ -335,16 +375,20 @@ def cmd_predict(args) -> int:
     if not args.task:
         raise UserError(f"predict: give --task TASK (one of {', '.join(predictor.cfg.tasks)}) for --input, "
                         "or --split dev|test to predict the config's files")
-    if args.format != "jsonl":
+    if args.format == "minbert":
         raise UserError("--format minbert goes with --split dev|test (it needs the ids of the minBERT files)")
-    predictor._task(args.task)
+    spec = predictor._task(args.task)
+    answer = _deeppavlov_answers(predictor, dp_raw, args) if dp_raw is not None else None
 
     def run(out) -> None:
         chunk: list[tuple[int, object]] = []
 
         def flush():
+            if answer is not None:  # DeepPavlov's input shapes: texts, [text, text_pair], tokens, [context, choices]
+                chunk[:] = [(n, deeppavlov_input(spec, item, f"{args.input} line {n}")) for n, item in chunk]
             try:
-                results = predictor.predict(args.task, [item for _, item in chunk], return_probas=args.probas)
+                results = answer([item for _, item in chunk]) if args.format == "deeppavlov" else \
+                    predictor.predict(args.task, [item for _, item in chunk], return_probas=args.probas)
             except UserError as err:
                 # name the line of the file, not the position within the chunk
                 msg = str(err)
@@ -353,6 +397,9 @@ def cmd_predict(args) -> int:
                     msg = f"{args.input} line {chunk[int(pos) - 1][0]}:{rest}"
                 raise UserError(msg) from None
             for (_, item), result in zip(chunk, results, strict=True):
+                if args.format == "deeppavlov":
+                    out.write(json.dumps(result, ensure_ascii=False) + "\n")
+                    continue
                 record = dict(item) if isinstance(item, dict) else {"text": item}
                 record.update(result)
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -370,6 +417,25 @@ def cmd_predict(args) -> int:
     else:
         run(sys.stdout)
     return 0
+
+
+def _deeppavlov_answers(predictor, dp_raw: dict, args):
+    """--task T of a DeepPavlov config: a function from a batch of inputs to, per input, what DeepPavlov's
+    `predict` prints for it with --format deeppavlov: the values of the chainer's `out` variables that
+    belong to T, in `out`'s order (with DeepPavlov's ids, probabilities, floats or tags)."""
+    from mtbert.compat.deeppavlov import DeepPavlovModel, predict_deeppavlov
+
+    chain = DeepPavlovModel(predictor, dp_raw, args.config_path).chain  # the config's tasks are the run's
+    outs = [name for name in chain.outputs if chain.vars[name].task == args.task]
+    if args.format == "deeppavlov" and not outs:
+        raise UserError(f"--task {args.task}: none of the chainer's out variables ({', '.join(chain.outputs)}) "
+                        "holds its predictions")
+
+    def answer(items: list) -> list[list]:
+        values = predict_deeppavlov(predictor, dp_raw, {chain.input_of[args.task]: items}, args.config_path)
+        return [[values[name][i] for name in outs] for i in range(len(items))]
+
+    return answer
 
 
 def _check_predict_output(args) -> None:
@@ -458,6 +524,14 @@ PRECISION_HELP = ("torch engine: auto (default) is the precision the run's dev s
                   "training, so evaluate reproduces report.md; fp16 needs a GPU")
 
 
+def _task_selection(parser, which: str = "the tasks to train") -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--only-tasks", metavar="A,B", help=f"DeepPavlov configs: {which}, the others left out "
+                       "everywhere they appear (reader, iterator, chainer, metrics)")
+    group.add_argument("--skip-tasks", metavar="A,B", help="DeepPavlov configs: leave these tasks out everywhere "
+                       "they appear")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse prints its usage and then `PROG: error:`; a mistake in the arguments gets the one line every
     other mistake gets (subcommand parsers are made of this class too)."""
@@ -496,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a run dir holding a checkpoint of the same config is resumed without it)")
     t.add_argument("--nproc", type=int, metavar="N", help="train with N processes on this machine (runs "
                    "torchrun --standalone --nproc-per-node N); under torchrun itself, leave it out")
+    _task_selection(t)
     t.set_defaults(func=cmd_train)
 
     k = command("check", "what train would do with a config, without training: data sizes, labels, "
@@ -506,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, as train takes it (repeatable)")
     k.add_argument("--run-dir", help="the run dir train would write (default: the config's run_dir)")
     k.add_argument("--no-timing", action="store_true", help="skip the few timed training steps of the estimate")
+    _task_selection(k)
     k.set_defaults(func=cmd_check)
 
     e = command("evaluate", "score a trained run on dev or test data",
@@ -523,14 +599,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = command("predict", "predict a task for JSON Lines inputs, or every task on the config's files",
                 'echo \'{"text": "The book was written."}\' | mtbert predict runs/deeppavlov_example --task cola')
-    r.add_argument("run_dir", help=run_help + " (with --engine onnx: an exported bundle)")
+    r.add_argument("run_dir", metavar="RUN", help=run_help + " (with --engine onnx: an exported bundle), or a "
+                   "DeepPavlov config whose load_path holds one")
     r.add_argument("--task", help="the task to predict (required with --input)")
     r.add_argument("--input", default="-", help="JSON Lines file, or - for stdin (default)")
     r.add_argument("--output", help="JSON Lines file (written atomically; default stdout), or with --split "
                    "the directory for the prediction files (default .)")
     r.add_argument("--split", choices=["dev", "test"], help="predict the config's dev or test files instead of --input")
-    r.add_argument("--format", choices=["jsonl", "minbert"], default="jsonl",
-                   help="with --split: JSON Lines, or the minBERT project's 'id , prediction' csv files")
+    r.add_argument("--format", choices=["jsonl", "minbert", "deeppavlov"], default="jsonl",
+                   help="with --split: JSON Lines, or the minBERT project's 'id , prediction' csv files; "
+                        "deeppavlov (RUN a DeepPavlov config, with --task): per input, the chainer's out values "
+                        "of the task, as DeepPavlov's predict prints them")
     r.add_argument("--probas", action="store_true", help="add class probabilities (DeepPavlov's return_probas)")
     r.add_argument("--batch-size", type=int, default=64, help="inputs per model call (default 64)")
     r.add_argument("--all", action="store_true", help="every task that takes a single text, on each input text")
@@ -539,12 +618,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                    help="onnx: run the bundle of mtbert export (RUN_DIR/onnx, or its folder) with onnxruntime")
     r.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    _task_selection(r, "the tasks the run was trained with")
     r.set_defaults(func=cmd_predict)
 
     v = command("convert", "convert a DeepPavlov multitask config to an mtbert config",
                 "mtbert convert configs/deeppavlov/multitask_example.json -o example.yaml")
     v.add_argument("config", help="DeepPavlov config (JSON)")
     v.add_argument("-o", "--output", default="-", help="YAML file to write (atomically), or - for stdout (default)")
+    _task_selection(v)
     v.set_defaults(func=cmd_convert)
 
     c = command("compare", "is one shared model as good as one model per task? trains both, writes "

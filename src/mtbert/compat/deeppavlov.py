@@ -29,9 +29,16 @@ from mtbert.compat.dp_chainer import (
     Chain,
     read_chain,
 )
-from mtbert.compat.dp_readers import expand, iterator_tasks, merge_task_defaults, task_data
+from mtbert.compat.dp_readers import (
+    expand,
+    iterator_tasks,
+    merge_task_defaults,
+    task_data,
+    unreachable_hub_tasks,
+)
 from mtbert.compat.findings import Findings
 from mtbert.errors import UserError
+from mtbert.inference.common import deeppavlov_input
 
 log = logging.getLogger("mtbert")
 
@@ -43,16 +50,13 @@ ITERATOR_KEYS = {"class_name", "tasks", "task_defaults", "num_train_epochs", "st
 TRAIN_KEYS = {"class_name", "epochs", "batch_size", "max_batches", "metrics", "validation_patience",
               "val_every_n_epochs", "val_every_n_batches", "log_every_n_epochs", "log_every_n_batches",
               "log_on_k_batches", "validate_first", "show_examples", "evaluation_targets", "pytest_max_batches",
-              "pytest_batch_size"}
+              "pytest_batch_size", "metric_optimization", "train_metrics", "tensorboard_log_dir", "max_test_batches"}
 SAMPLING = {"plain": "proportional", "uniform": "uniform", "anneal": "annealed"}
 # DeepPavlov's metric names -> mtbert's (a task metric taking one task's gold and predictions)
 METRICS = {"accuracy": "accuracy", "f1": "f1", "f1_macro": "f1_macro", "matthews_correlation": "mcc",
            "pearson_correlation": "pearson", "spearman_correlation": "spearman", "roc_auc": "roc_auc",
            "ner_f1": "ner_f1", "ner_token_f1": f"{dp_metrics.__name__}:ner_token_f1",
            "f1_weighted": f"{dp_metrics.__name__}:f1_weighted"}
-# copa's question, as DeepPavlov's huggingface_dataset_reader writes it into the context
-COPA_QUESTIONS = {"What was the cause of this?": "cause", "What happened as a result?": "effect",
-                  "Что было причиной этого?": "cause", "Что случилось в результате?": "effect"}
 
 
 # ---------------------------------------------------------------- recognising and reading
@@ -131,8 +135,12 @@ def evaluation_targets(raw: dict) -> list[str]:
 # ---------------------------------------------------------------- converting
 
 
-def convert(raw: dict, source: str = "config") -> dict:
-    """A DeepPavlov multitask config -> mtbert's raw config (validate it with mtbert.config.finish)."""
+def convert(raw: dict, source: str = "config", check_data: bool = False) -> dict:
+    """A DeepPavlov multitask config -> mtbert's raw config (validate it with mtbert.config.finish).
+
+    `check_data`: also refuse the tasks whose files are not there or whose Hugging Face hub dataset cannot
+    be loaded here (offline, or no network), with the CoNLL downloads that are missing (always refused),
+    so one error names every task to fix and how."""
     dp = resolve_variables(raw, source)
     if is_inference_only(dp):
         raise UserError(f"{source}: an inference-only DeepPavlov config (no dataset_reader, dataset_iterator or "
@@ -154,14 +162,19 @@ def convert(raw: dict, source: str = "config") -> dict:
     save_path = chain.transformer.get("save_path")
     if save_path:
         out["run_dir"] = expand(save_path)
-    out.update(seed=_seed(dp, chain, f), max_length=_preprocessor(chain, f), tasks=_tasks(dp, chain, f))
+    out.update(seed=_seed(dp, chain, f), max_length=_preprocessor(chain, f), tasks=_tasks(dp, raw, chain, f))
+    if check_data:
+        f.hub_down, unreachable = unreachable_hub_tasks(f.hub)
+        for task, whys in [*f.absent.items(), *((t, [why]) for t, why in unreachable.items())]:
+            for why in whys:
+                f.missing_data(task, why)
     if chain.transformer.get("load_path") not in (None, save_path):
         f.note("multitask_transformer.load_path differs from save_path: mtbert trains from the backbone into "
                "save_path; load_path is where build_model() loads a trained model from")
     out["training"] = _training(dp, chain, f)
     _metrics(dp, chain, out, f)
     _trap_notes(dp, chain, out, f)
-    f.raise_if_any(source)
+    f.raise_if_any(source, chain.tasks)
     f.log_notes()
     return out
 
@@ -198,8 +211,11 @@ def _preprocessor(chain: Chain, f: Findings) -> int:
     return length or 512
 
 
-def _tasks(dp: dict, chain: Chain, f: Findings) -> dict:
+def _tasks(dp: dict, raw: dict, chain: Chain, f: Findings) -> dict:
     reader, iterator = dp.get("dataset_reader") or {}, dp.get("dataset_iterator") or {}
+    # the reader settings as written, to tell which DP_<NAME> variable points a task's path elsewhere
+    written = raw.get("dataset_reader")
+    templates = merge_task_defaults(written, "dataset_reader", Findings()) if isinstance(written, dict) else {}
     f.expect(reader, "class_name", "dataset_reader", ("multitask_reader",), "mtbert imports multitask configs")
     f.check_keys(reader, "dataset_reader", {"class_name", "tasks", "task_defaults"})
     f.expect(iterator, "class_name", "dataset_iterator", ("multitask_iterator",), "mtbert imports multitask configs")
@@ -215,7 +231,8 @@ def _tasks(dp: dict, chain: Chain, f: Findings) -> dict:
         if not isinstance(spec, dict) or name not in readers:
             continue
         task = {"type": spec.get("type")}
-        task.update(task_data(name, spec.get("type"), readers[name], iterators.get(name, {}), f))
+        task.update(task_data(name, spec.get("type"), readers[name], iterators.get(name, {}), f,
+                              templates.get(name, {})))
         _options(name, spec, task, chain, f)
         if spec.get("weight") is not None:
             task["class_weights"] = spec["weight"]
@@ -261,10 +278,33 @@ def _training(dp: dict, chain: Chain, f: Findings) -> dict:
     patience = tr.get("validation_patience", 5)  # DeepPavlov's default; null: no early stopping
     t["patience"] = None if patience is None else f.number(patience, "train.validation_patience")
     t["eval_every"] = _eval_every(tr, t, f)
+    t.update(_logging_keys(tr, f))
     if any(k in tr for k in ("log_every_n_epochs", "log_every_n_batches", "log_on_k_batches")):
         f.note("log_every_n_*: mtbert logs the training loss per task with every evaluation (metrics.jsonl) "
                "and live in the progress bar")
     return {k: v for k, v in t.items() if v is not None or k == "clip_norm"}
+
+
+def _logging_keys(tr: dict, f: Findings) -> dict:
+    """train_metrics, tensorboard_log_dir and max_test_batches: what DeepPavlov logs and how much it evaluates."""
+    from mtbert.config import TrainingConfig
+
+    t: dict = {}
+    if "train_metrics" in tr:
+        f.note("train.train_metrics: accepted and ignored; DeepPavlov scores them on training batches for its log, "
+               "mtbert logs the training loss per task (metrics.jsonl) and scores metrics on dev", logging.WARNING)
+    if tr.get("tensorboard_log_dir"):
+        if "loggers" in TrainingConfig.model_fields:  # training.loggers: TensorBoard events beside metrics.jsonl
+            t["loggers"] = ["tensorboard"]
+            f.note(f"train.tensorboard_log_dir: mtbert writes the TensorBoard events into the run dir, not "
+                   f"{tr['tensorboard_log_dir']}")
+        else:
+            f.problem("train.tensorboard_log_dir", "this mtbert has no TensorBoard logging (training.loggers)")
+    if tr.get("max_test_batches", -1) not in (-1, None):
+        f.number(tr["max_test_batches"], "train.max_test_batches")
+        f.note("train.max_test_batches: accepted and ignored; mtbert scores the whole dev split every time, so "
+               "the scores early stopping compares are on the same examples", logging.WARNING)
+    return t
 
 
 def _steps(it: dict, tr: dict, chain: Chain, f: Findings) -> dict:
@@ -280,9 +320,14 @@ def _steps(it: dict, tr: dict, chain: Chain, f: Findings) -> dict:
     if epochs is not None:
         t["epochs"] = f.number(epochs, "train.epochs")
         if t["epochs"] is not None and t["epochs"] <= 0:
-            f.problem("train.epochs", f"{epochs} (train until validation_patience stops it) is not supported; "
-                      "give the number of epochs")
-        if "num_train_epochs" in it and f.number(it["num_train_epochs"], "dataset_iterator.num_train_epochs") != t["epochs"]:
+            # DeepPavlov: no epoch limit, training ends when validation_patience (or max_batches) stops it
+            del t["epochs"]
+            if tr.get("max_batches", -1) in (-1, None) or tr.get("validation_patience", 5) is None:
+                f.problem("train.epochs", f"{epochs} trains until validation_patience stops it; mtbert needs a "
+                          "bound as well: add train.max_batches (with validation_patience), or give the number "
+                          "of epochs")
+        if "num_train_epochs" in it and \
+                f.number(it["num_train_epochs"], "dataset_iterator.num_train_epochs") != t.get("epochs"):
             f.note("dataset_iterator.num_train_epochs differs from train.epochs: mtbert anneals over train.epochs")
     batch_size = tr.get("batch_size", it.get("batch_size"))
     if batch_size is not None:
@@ -405,12 +450,31 @@ def _metrics(dp: dict, chain: Chain, out: dict, f: Findings) -> None:
             continue
         if i == 0:
             target = f"{tasks[0]}.{METRICS[name]}" if one_task and name in METRICS and ":" not in METRICS[name] \
-                else dp_metrics.target_name(name, args)
+                else dp_metrics.target_name(name, args, _minimize(dp, name, f))
     for task, names in per_task.items():
         if task in out["tasks"]:
             out["tasks"][task]["metric"] = list(dict.fromkeys(names))
     if target:
         out["training"]["target_metric"] = target
+
+
+def _minimize(dp: dict, first_metric: str, f: Findings) -> bool:
+    """train.metric_optimization: mtbert keeps the checkpoint with the highest target, so a custom first
+    metric to minimise becomes the target negated; DeepPavlov's own metrics are all better higher, where
+    'minimize' would keep the worst model."""
+    value = (dp.get("train") or {}).get("metric_optimization", "maximize")
+    value = value.strip().lower() if isinstance(value, str) else value
+    if value not in ("maximize", "minimize"):
+        f.problem("train.metric_optimization", f"{value!r}; use maximize or minimize")
+    if value != "minimize":
+        return False
+    if first_metric in METRICS or first_metric == "multitask_accuracy":
+        f.problem("train.metric_optimization", f"'minimize', but the first metric, {first_metric}, is better "
+                  "higher: early stopping would keep the worst model (use maximize)")
+        return False
+    f.note(f"train.metric_optimization minimize: the target is -{first_metric}, so higher is better as "
+           "mtbert's early stopping and best checkpoint expect")
+    return True
 
 
 def _metric_args(inputs, chain: Chain, where: str, f: Findings) -> list[tuple[str, str]] | None:
@@ -518,7 +582,7 @@ def _predict_task(predictor, task: str, batch: list, return_probas: bool) -> lis
         return []  # DeepPavlov: a task with no inputs in this call gives an empty list
     spec = predictor.cfg.tasks[task]
     where = [i for i, x in enumerate(batch) if x is not None]
-    items = [_mtbert_input(spec, batch[i], task, i) for i in where]
+    items = [deeppavlov_input(spec, batch[i], f"task {task} input {i + 1}") for i in where]
     preds = predictor.predict_raw(task, items)
     if spec.type == "regression":
         got = [float(v) for v in preds.labels]
@@ -533,41 +597,6 @@ def _predict_task(predictor, task: str, batch: list, return_probas: bool) -> lis
     for i, value in zip(where, got, strict=True):
         result[i] = value
     return result
-
-
-def _mtbert_input(spec, item, task: str, i: int):
-    """One DeepPavlov input -> mtbert's: a text, a [text, text_pair] pair, (context, choices), or tokens."""
-    if isinstance(item, dict):
-        return item  # already mtbert's form
-    if spec.type == "sequence_labeling":
-        return {"tokens": item} if isinstance(item, list | tuple) else {"text": item}
-    if spec.type == "multiple_choice":
-        if not isinstance(item, list | tuple) or len(item) != 2:
-            raise UserError(f"task {task} input {i + 1}: expected (context, [choices]) as DeepPavlov takes it")
-        context, choices = item
-        context = context[0] if isinstance(context, list | tuple) else context  # DeepPavlov repeats it per choice
-        row = {"text": context, "choices": list(choices)}
-        if spec.columns.question is not None:
-            row["text"], row["question"] = _split_copa_context(str(context), task, i)
-        return row
-    if isinstance(item, list | tuple):
-        if len(item) == 2 and spec.columns.text_pair is not None:
-            return {"text": item[0], "text_pair": item[1]}
-        if len(item) == 1:
-            return {"text": item[0]}
-        raise UserError(f"task {task} input {i + 1}: {len(item)} texts for a "
-                        f"{'pair' if spec.columns.text_pair is not None else 'single-text'} task")
-    return {"text": item}
-
-
-def _split_copa_context(context: str, task: str, i: int) -> tuple[str, str]:
-    """DeepPavlov's COPA context is '<premise> <question sentence>'; mtbert's model reads premise and cause/effect."""
-    for sentence, question in COPA_QUESTIONS.items():
-        if context.endswith(sentence):
-            return context[: -len(sentence)].rstrip(), question
-    raise UserError(f"task {task} input {i + 1}: the context must end with DeepPavlov's COPA question "
-                    f"({' or '.join(repr(q) for q in list(COPA_QUESTIONS)[:2])}), or pass "
-                    "{'text', 'question', 'choices'}")
 
 
 def proba2labels(rows: list, max_proba=None, confidence_threshold=None, top_n=None, is_binary=False) -> list:
@@ -628,9 +657,15 @@ def build_model(config: str | Path | dict, run_dir: str | Path | None = None, ba
     raw = config if isinstance(config, dict) else read_config_file(config)
     if not is_deeppavlov_config(raw):
         raise UserError(f"{source}: not a DeepPavlov config (no chainer)")
-    dp, chain = read_chain_for_prediction(raw, source)
-    path = run_dir or chain.transformer.get("load_path") or chain.transformer.get("save_path")
+    path = run_dir or trained_run(raw, source)
+    return DeepPavlovModel(Predictor(path, batch_size=batch_size, precision=precision), raw, source)
+
+
+def trained_run(raw: dict, source: str = "config") -> str:
+    """Where the trained run of a DeepPavlov config is: the multitask_transformer's load_path (or save_path)."""
+    _, chain = read_chain_for_prediction(raw, source)
+    path = chain.transformer.get("load_path") or chain.transformer.get("save_path")
     if not path:
         raise UserError(f"{source}: multitask_transformer has no load_path or save_path naming the trained run")
-    return DeepPavlovModel(Predictor(expand(str(path)), batch_size=batch_size, precision=precision), raw, source)
+    return expand(str(path))
 

@@ -65,12 +65,14 @@ DP_METRICS: dict[str, Callable] = {
 }
 
 KINDS = ("y_true", "y_pred", "probas")
-_TARGET = re.compile(r"deeppavlov\[(?P<metric>[^\]]+)\]\((?P<args>[^()]+)\)")
+# `minimized_` (train.metric_optimization: minimize): the metric negated, as mtbert keeps the highest target
+_TARGET = re.compile(r"(?P<minimized>minimized_)?deeppavlov\[(?P<metric>[^\]]+)\]\((?P<args>[^()]+)\)")
 
 
-def target_name(metric: str, args: list[tuple[str, str]]) -> str:
+def target_name(metric: str, args: list[tuple[str, str]], minimize: bool = False) -> str:
     """The `module:function` reference of a DeepPavlov-style target (see the module docstring)."""
-    return f"{__name__}:deeppavlov[{metric}]({','.join(f'{task}.{kind}' for task, kind in args)})"
+    prefix = "minimized_" if minimize else ""
+    return f"{__name__}:{prefix}deeppavlov[{metric}]({','.join(f'{task}.{kind}' for task, kind in args)})"
 
 
 def _dp_metric(name: str) -> Callable:
@@ -96,7 +98,8 @@ def __getattr__(name: str):
         if missing:
             raise UserError(f"target metric {found['metric']} needs dev predictions of task(s) "
                             f"{', '.join(missing)}, which have no dev split")
-        return float(metric(*[outputs[task][kind] for task, kind in args]))
+        value = float(metric(*[outputs[task][kind] for task, kind in args]))
+        return -value if found["minimized"] else value
 
     target.__name__ = name
     return target

@@ -18,8 +18,12 @@ mtbert's class id i is DeepPavlov's id i.
 from __future__ import annotations
 
 import copy
+import os
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mtbert.compat.findings import Findings
 
@@ -122,8 +126,20 @@ def expand(path: str) -> str:
     return str(Path(path).expanduser()) if isinstance(path, str) else path
 
 
-def task_data(name: str, task_type: str, reader: dict, iterator: dict, f: Findings) -> dict:
-    """mtbert's task keys for where and how task `name` reads its data."""
+def env_fix(template, holds: str) -> str | None:
+    """How a DeepPavlov user points a path elsewhere without editing the file: DP_<NAME>, when the path
+    (as written, before variables are resolved) starts with the variable NAME. DeepPavlov reads DP_<NAME>
+    for the variables metadata.variables declares, and only for those."""
+    found = re.fullmatch(r"\{(\w+)\}/*(.*)", template) if isinstance(template, str) else None
+    if not found:
+        return None
+    rest = found.group(2).rstrip("/")
+    return f"set DP_{found.group(1)}=FOLDER where FOLDER{'/' + rest if rest else ''} holds {holds}"
+
+
+def task_data(name: str, task_type: str, reader: dict, iterator: dict, f: Findings, template: dict) -> dict:
+    """mtbert's task keys for where and how task `name` reads its data. `template` is the task's reader
+    settings as written (variables unresolved), to say which DP_<NAME> points a path elsewhere."""
     where = f"dataset_reader.tasks.{name}"
     kind = reader.get("class_name")
     iterator_class = iterator.get("class_name") or iterator.get("iterator_class_name")
@@ -132,18 +148,18 @@ def task_data(name: str, task_type: str, reader: dict, iterator: dict, f: Findin
     if kind == "conll2003_reader":
         if iterator_class not in (None, "basic_classification_iterator", "data_learning_iterator"):
             f.problem(f"dataset_iterator.tasks.{name}.class_name", f"{iterator_class!r} does not iterate CoNLL data")
-        return _conll(name, task_type, reader, where, f)
+        return _conll(name, task_type, reader, where, f, template)
     if kind == "huggingface_dataset_reader":
         if iterator_class not in (None, "huggingface_dataset_iterator"):
             f.problem(f"dataset_iterator.tasks.{name}.class_name", f"{iterator_class!r} does not iterate "
                       "huggingface_dataset_reader data (use huggingface_dataset_iterator)")
-        return _huggingface(name, task_type, reader, iterator, where, f)
+        return _huggingface(name, task_type, reader, iterator, where, f, template)
     f.problem(f"{where}.class_name", f"reader {kind!r} is not supported (use huggingface_dataset_reader or "
               "conll2003_reader)")
     return {}
 
 
-def _conll(name: str, task_type: str, reader: dict, where: str, f: Findings) -> dict:
+def _conll(name: str, task_type: str, reader: dict, where: str, f: Findings, template: dict) -> dict:
     f.check_keys(reader, where, CONLL_READER_KEYS)
     for key, why in (("provide_pos", "POS tags as model inputs"), ("provide_chunk", "chunk tags as model inputs"),
                      ("provide_doc_ids", "document ids as model inputs"), ("iob", "IOB1 to IOB2 conversion"),
@@ -158,7 +174,10 @@ def _conll(name: str, task_type: str, reader: dict, where: str, f: Findings) -> 
     folder = Path(expand(reader["data_path"]))
     # DeepPavlov reads every <split>.txt in the folder; it downloads dataset_name when train.txt is missing
     if not (folder / "train.txt").is_file():
-        f.problem(f"{where}.data_path", f"no train.txt in {folder} (mtbert reads local files and downloads nothing)")
+        fix = env_fix(template.get("data_path"), "train.txt and valid.txt")
+        f.missing_data(name, f"{where}.data_path: no train.txt in {folder} (DeepPavlov would download "
+                       f"{reader.get('dataset_name', 'the dataset')} there); {fix + ', or ' if fix else ''}"
+                       "point data_path at the folder holding train.txt and valid.txt")
     task = {"format": "conll", "columns": {"tokens": 0, "tags": -1}}  # DeepPavlov: first and last column
     for split, ours in SPLITS:
         path = folder / f"{split}.txt"
@@ -171,7 +190,8 @@ def _known(reader: dict) -> KnownDataset | None:
     return KNOWN.get((reader.get("path"), reader.get("name")))
 
 
-def _huggingface(name: str, task_type: str, reader: dict, iterator: dict, where: str, f: Findings) -> dict:
+def _huggingface(name: str, task_type: str, reader: dict, iterator: dict, where: str, f: Findings,
+                 template: dict) -> dict:
     f.check_keys(reader, where, HF_READER_KEYS)
     known = _known(reader)
     if not reader.get("path"):
@@ -190,9 +210,10 @@ def _huggingface(name: str, task_type: str, reader: dict, iterator: dict, where:
     if columns is None:
         return {}
     if reader.get("data_dir"):
-        return _local_distribution(name, reader, known, columns, splits, where, f)
+        return _local_distribution(name, reader, known, columns, splits, where, f, template)
     if reader.get("data_files"):
-        return _data_files(reader, columns, splits, where, f)
+        return _data_files(name, reader, columns, splits, where, f)
+    f.hub[name] = (reader["path"], reader.get("name"), where, bool(known and reader["path"] in LOCAL_FILES))
     task = {"format": "hf", "hf_path": reader["path"], "columns": columns, **splits}
     if reader.get("name"):
         task["hf_name"] = reader["name"]
@@ -229,7 +250,7 @@ def _columns(name: str, task_type: str, known: KnownDataset | None, iterator: di
 
 
 def _local_distribution(name: str, reader: dict, known: KnownDataset | None, columns: dict, splits: dict,
-                        where: str, f: Findings) -> dict:
+                        where: str, f: Findings, template: dict) -> dict:
     benchmark = reader["path"]
     if not known or benchmark not in LOCAL_FILES:
         f.problem(f"{where}.data_dir", "mtbert knows the files of the GLUE and SuperGLUE tasks only; "
@@ -245,6 +266,13 @@ def _local_distribution(name: str, reader: dict, known: KnownDataset | None, col
                       f"({', '.join(LOCAL_FILES[benchmark])})")
             continue
         task[ours] = str(folder / LOCAL_FILES[benchmark][split])
+    absent = [Path(task[o]).name for o in splits if o in task and not Path(task[o]).is_file()]
+    if absent:
+        files = ", ".join(Path(task[o]).name for o in splits if o in task)
+        fix = env_fix(template.get("data_dir"), files)
+        f.absent_file(name, f"{where}.data_dir: no {' or '.join(absent)} in {folder}; "
+                       f"{fix + ', or ' if fix else ''}point data_dir at the folder of {benchmark}'s "
+                       f"{reader.get('name')} files ({files})")
     if known.local_labels:
         task["labels"] = list(known.local_labels)
     return task
@@ -257,7 +285,7 @@ def _rename(columns: dict, names: dict) -> dict:
 DATA_FILE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "hf:json", ".parquet": "hf:parquet"}
 
 
-def _data_files(reader: dict, columns: dict, splits: dict, where: str, f: Findings) -> dict:
+def _data_files(name: str, reader: dict, columns: dict, splits: dict, where: str, f: Findings) -> dict:
     files = reader["data_files"]
     files = {"train": files} if isinstance(files, str | list) else files  # datasets: bare files are train
     if not isinstance(files, dict):
@@ -270,6 +298,10 @@ def _data_files(reader: dict, columns: dict, splits: dict, where: str, f: Findin
             f.problem(f"{where}.data_files", f"no {split!r} entry for the {dict((o, d) for d, o in SPLITS)[ours]} split")
             continue
         chosen[ours] = files[split]
+        for path in files[split] if isinstance(files[split], list) else [files[split]]:
+            # a URL or a glob is datasets' to resolve; a plain path must be there
+            if "://" not in path and not any(c in path for c in "*?[") and not Path(path).is_file():
+                f.absent_file(name, f"{where}.data_files: no file {path} (the {split!r} split)")
     formats = {DATA_FILE_FORMATS.get(Path(p).suffix.lower()) for v in chosen.values()
                for p in (v if isinstance(v, list) else [v])}
     if len(formats) != 1 or None in formats:
@@ -287,3 +319,52 @@ def _data_files(reader: dict, columns: dict, splits: dict, where: str, f: Findin
     if delimiter is not None:
         task["delimiter"] = delimiter
     return task
+
+
+def unreachable_hub_tasks(hub: dict[str, tuple]) -> tuple[str, dict[str, str]]:
+    """Why the hub cannot be used here, and the hub tasks whose dataset cannot be loaded, each with its
+    fix: fast, instead of datasets' five retries per task on a machine without network.
+
+    Offline (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set), datasets reads its cache only, so a cached dataset
+    still loads: each one is asked of the cache. Otherwise the hub is tried once, with a short timeout."""
+    if not hub:
+        return "", {}
+    flags = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+             if os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")]
+    if flags:
+        why = f"{flags[0]} is set and these datasets are not in the datasets cache"
+        absent = [t for t, (path, name, _, _) in hub.items() if not _cached(path, name)]
+    elif _hub_answers():
+        return "", {}
+    else:
+        why = "the Hugging Face hub is out of reach (no network; with the datasets in your cache, set HF_HUB_OFFLINE=1)"
+        absent = list(hub)
+    out = {}
+    for task in absent:
+        path, name, where, distributed = hub[task]
+        dataset = f"{path}/{name}" if name else path
+        files = ", ".join(f for s, f in LOCAL_FILES.get(path, {}).items() if s in ("train", "validation"))
+        local = f'"data_dir": FOLDER (its {files}) or ' if distributed else ""
+        out[task] = f"{dataset} is on the hub: add {local}\"data_files\": {{split: FILE}} to {where}"
+    return why, out
+
+
+def _cached(path: str, name: str | None) -> bool:
+    try:
+        import datasets
+    except ImportError:
+        return False
+    try:
+        datasets.load_dataset_builder(path, name)
+    except Exception:  # offline: whatever the reason, not loadable from the cache
+        return False
+    return True
+
+
+def _hub_answers(timeout: float = 3.0) -> bool:
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((host.hostname, host.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

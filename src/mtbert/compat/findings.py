@@ -19,6 +19,22 @@ class Findings:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.notes: list[tuple[int, str]] = []
+        # tasks whose data mtbert cannot read here (a download DeepPavlov would make, a hub dataset offline,
+        # a local file that is not there): task -> what is missing and the fix, told apart from the keys
+        # mtbert does not support, whose fix is to change the config
+        self.missing: dict[str, list[str]] = {}
+        # hub tasks: task -> (path, name, its reader's key path, whether mtbert knows its official files)
+        self.hub: dict[str, tuple[str, str | None, str, bool]] = {}
+        self.hub_down = ""  # why the hub cannot be used here, when a hub task needs it
+        # local files a task names that are not there: told with the tasks above when the data is checked
+        # (train, convert), left to the reader otherwise (a config converted to be run elsewhere)
+        self.absent: dict[str, list[str]] = {}
+
+    def missing_data(self, task: str, why: str) -> None:
+        self.missing.setdefault(task, []).append(why)
+
+    def absent_file(self, task: str, why: str) -> None:
+        self.absent.setdefault(task, []).append(why)
 
     def problem(self, where: str, why: str) -> None:
         self.problems.append(f"{where}: {why}")
@@ -60,10 +76,23 @@ class Findings:
         self.problem(where, f"expected true or false, got {value!r}")
         return False
 
-    def raise_if_any(self, source: str) -> None:
+    def raise_if_any(self, source: str, tasks: Iterable[str] = ()) -> None:
+        """One error for everything found: the tasks without data first (each with its fix, and the
+        --skip-tasks / --only-tasks that trains the others), then the keys mtbert does not support."""
+        parts = []
+        if self.missing:
+            names = list(self.missing)
+            rest = [t for t in tasks if t not in self.missing]
+            parts.append(
+                f"{len(names)} task{'s' if len(names) > 1 else ''} without data mtbert can read (it downloads "
+                f"nothing{'; ' + self.hub_down if self.hub_down else ''}): " + "; ".join(f"{t}: {' and '.join(why)}" for t, why in self.missing.items())
+                + (f". Or train the others: --skip-tasks {','.join(names)} (the same as --only-tasks {','.join(rest)})"
+                   if rest else ""))
         if self.problems:
-            raise UserError(f"{source}: not supported by mtbert's DeepPavlov import: {'; '.join(self.problems)} "
-                            "(remove or change these keys; docs/deeppavlov.md lists what is supported)")
+            parts.append(f"not supported by mtbert's DeepPavlov import: {'; '.join(self.problems)} "
+                         "(remove or change these keys; docs/deeppavlov.md lists what is supported)")
+        if parts:
+            raise UserError(f"{source}: " + ". Also ".join(parts))
 
     def log_notes(self) -> None:
         for level, message in self.notes:

@@ -51,7 +51,12 @@ class Example:
 
 
 class BadRow(Exception):
-    """A row that cannot become an Example; the reader adds file and line."""
+    """A row that cannot become an Example; the reader adds file and line. `missing`: the keys a JSON
+    record lacks, and `has` the keys it holds, so a mapping no row fits can be told apart from a bad row."""
+
+    def __init__(self, message: str, missing: tuple = (), has: tuple = ()):
+        super().__init__(message)
+        self.missing, self.has = missing, has
 
 
 class ColumnNotInHeader(UserError):
@@ -296,10 +301,10 @@ def _record_getter(record: dict, cols: dict):
                 return record[spec[0]]
             missing = [s for s in spec if s not in record]
             if missing:
-                raise BadRow(f"missing key(s) {', '.join(map(str, missing))}")
+                raise BadRow(f"missing key(s) {', '.join(map(str, missing))}", tuple(missing), tuple(record))
             return [record[s] for s in spec]
         if spec not in record:
-            raise BadRow(f"missing key '{spec}'")
+            raise BadRow(f"missing key '{spec}'", (spec,), tuple(record))
         return record[spec]
 
     return get
@@ -428,6 +433,21 @@ def _refuse_header_as_class(examples: list[Example], first_line: int, split: str
                     f"if {first.label!r} is a class, list the classes under tasks.{name}.labels")
 
 
+def _no_row_has(rows: Iterator, task: TaskConfig, keys: tuple) -> bool:
+    """Whether none of the rows left holds the keys of `keys` (it reads them: only when about to refuse)."""
+    for _, row in rows:
+        if isinstance(row, BadRow):
+            continue  # not JSON, or not an object: says nothing about the keys
+        try:
+            _row_to_example(task, row)
+        except BadRow as bad:
+            if not set(keys) & set(bad.missing):
+                return False
+            continue
+        return False
+    return True
+
+
 def read_split(cfg: Config, name: str, split: str, path_override: str | None = None,
                with_labels: bool = True, from_run: bool = False) -> list[Example]:
     """All examples of one task's split ('train', 'dev' or 'test'); `with_labels=False` reads inputs only.
@@ -459,6 +479,12 @@ def read_split(cfg: Config, name: str, split: str, path_override: str | None = N
                     raise row
                 ex = _row_to_example(task, row)
             except BadRow as bad:
+                if bad.missing and not examples and _no_row_has(rows, task, bad.missing):
+                    # not a bad row: the mapping names keys this data does not have at all
+                    raise UserError(f"{source}: no row has key {', '.join(repr(k) for k in bad.missing)} (task "
+                                    f"{name}); the rows have {', '.join(map(str, bad.has))}: map the task's "
+                                    f"columns to those (tasks.{name}.columns; from a DeepPavlov config, the "
+                                    "iterator's features and label)") from None
                 if task.on_bad_rows == "error":
                     fix = (f"if line {line} is a header, set tasks.{name}.header: true; otherwise fix the row"
                            if headerless and line == first_line else "fix the row")

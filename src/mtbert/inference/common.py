@@ -83,6 +83,48 @@ def to_example(task: str, spec: TaskConfig, item, i: int) -> Example:
     return ex
 
 
+# COPA's question, as DeepPavlov's huggingface_dataset_reader writes it at the end of the context
+COPA_QUESTIONS = {"What was the cause of this?": "cause", "What happened as a result?": "effect",
+                  "Что было причиной этого?": "cause", "Что случилось в результате?": "effect"}
+
+
+def deeppavlov_input(spec: TaskConfig, item, where: str):
+    """One input in DeepPavlov's shape -> mtbert's input: the one translation behind the server's riseapi
+    (POST /model), `mtbert predict DP_CONFIG.json` and `compat.deeppavlov.build_model`.
+
+    DeepPavlov sends a text; a pair as [text, text_pair]; tokens as a list of words; a multiple-choice
+    example as [context, choices] (its COPA reader repeats the context once per choice and ends it with
+    a question sentence) or [premise, question, choices]. An mtbert dict passes as it is."""
+    if not isinstance(item, list | tuple):
+        return item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item
+    if spec.type == "sequence_labeling":
+        if not all(isinstance(t, str) for t in item):
+            raise UserError(f"{where}: expected the words as a list of strings")
+        return {"tokens": list(item)}
+    if spec.type == "multiple_choice":
+        if len(item) == 3 and isinstance(item[2], list | tuple):
+            context, question, choices = item
+            return {"text": context, "question": question, "choices": list(choices)}
+        if len(item) != 2 or not isinstance(item[1], list | tuple):
+            raise UserError(f"{where}: expected [context, [choice, ...]] or [premise, question, [choice, ...]]")
+        context = item[0][0] if isinstance(item[0], list | tuple) and item[0] else item[0]
+        if not isinstance(context, str):
+            raise UserError(f"{where}: the context must be a string")
+        if spec.columns.question is None:
+            return {"text": context, "choices": list(item[1])}
+        for sentence, question in COPA_QUESTIONS.items():
+            if context.endswith(sentence):  # what a model trained on COPA's files read: premise, cause/effect
+                return {"text": context[: -len(sentence)].rstrip(), "question": question, "choices": list(item[1])}
+        # any other question: the model reads "text question" joined by one space, so splitting at the
+        # last space gives it the very text it was sent
+        text, _, question = context.rpartition(" ")
+        return {"text": text, "question": question, "choices": list(item[1])}
+    if not all(isinstance(t, str) for t in item) or len(item) != (2 if spec.columns.text_pair is not None else 1):
+        shape = "[text, text_pair]" if spec.columns.text_pair is not None else "a string or [text]"
+        raise UserError(f"{where}: expected {shape}")
+    return {"text": item[0], "text_pair": item[1]} if len(item) == 2 else {"text": item[0]}
+
+
 def words_of(texts: list, i0: int = 1) -> list[Example]:
     """predict_all's inputs: texts (or {"text": ...}) split on whitespace into words."""
     examples = []

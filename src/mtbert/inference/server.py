@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtbert.errors import UserError
 from mtbert.inference.batching import MicroBatcher
-from mtbert.inference.common import check_unicode, input_fields, to_example, words_of
+from mtbert.inference.common import check_unicode, deeppavlov_input, input_fields, to_example, words_of
 
 log = logging.getLogger("mtbert")
 
@@ -199,38 +199,6 @@ def _plain(item):
     return item.model_dump(exclude_none=True) if isinstance(item, BaseModel) else item
 
 
-def rise_input(spec, task: str, item, i: int):
-    """A DeepPavlov riseapi item -> a predictor input. DeepPavlov sends a pair as [text, text_pair],
-    a multiple-choice example as [context, choices] (its COPA reader repeats the context once per
-    choice: [[context, context], choices]) and tokens as a list of words."""
-    if not isinstance(item, list):
-        return _plain(item)
-    where = f"x_{task} item {i}"
-    if spec.type == "sequence_labeling":
-        if not all(isinstance(t, str) for t in item):
-            raise UserError(f"{where}: expected the words as a list of strings")
-        return {"tokens": item}
-    if spec.type == "multiple_choice":
-        if len(item) == 3 and isinstance(item[2], list):
-            context, question, choices = item
-            return {"text": context, "question": question, "choices": choices}
-        if len(item) != 2 or not isinstance(item[1], list):
-            raise UserError(f"{where}: expected [context, [choice, ...]] or [premise, question, [choice, ...]]")
-        context = item[0][0] if isinstance(item[0], list) and item[0] else item[0]
-        if not isinstance(context, str):
-            raise UserError(f"{where}: the context must be a string")
-        if spec.columns.question is not None:
-            # DeepPavlov's context is premise and question already joined; the model reads
-            # "text question" joined by one space, so splitting at the last space gives it the same text
-            text, _, question = context.rpartition(" ")
-            return {"text": text, "question": question, "choices": item[1]}
-        return {"text": context, "choices": item[1]}
-    if not all(isinstance(t, str) for t in item) or len(item) != (2 if spec.columns.text_pair is not None else 1):
-        shape = "[text, text_pair]" if spec.columns.text_pair is not None else "a string or [text]"
-        raise UserError(f"{where}: expected {shape}")
-    return {"text": item[0], "text_pair": item[1]} if len(item) == 2 else {"text": item[0]}
-
-
 def validation_error(raw: list[dict]) -> dict:
     """FastAPI's request validation errors -> {"detail": one line, "errors": [{loc, msg}]}."""
     # pydantic names the member of a union it tried (inputs.0.str, inputs.0.Input.text): not a place
@@ -383,7 +351,8 @@ def create_app(predictor, limits: Limits | None = None, run_name: str | None = N
         if len(lengths) > 1:
             raise _HTTPError(422, "got several different batch sizes: every x_<task> list needs the same length")
         check_inputs([x for v in given.values() for x in v])
-        inputs = {task: [rise_input(predictor.cfg.tasks[task], task, item, i) for i, item in enumerate(items, 1)]
+        inputs = {task: [deeppavlov_input(predictor.cfg.tasks[task], item, f"x_{task} item {i}")
+                           for i, item in enumerate(items, 1)]
                   for task, items in given.items()}
         answers = await asyncio.gather(*(ask(t, x) for t, x in inputs.items()))
         rows = dict(zip(inputs, answers, strict=True))
