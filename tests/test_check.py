@@ -27,7 +27,7 @@ def test_check_reports_sizes_labels_steps_mix_and_an_estimate(toy_config, write_
     assert re.search(r"- sent: (pos|neg) 10 \(50\.0%\), (pos|neg) 10 \(50\.0%\)", out)
     assert re.search(r"- sts: scores 0\.5 to 5, mean", out)
     assert re.search(r"- ner: tags: O \d+", out)
-    steps = re.search(r"^steps: 12 \((\d+) per epoch, ([0-9.]+) epochs\), 2 dev evaluation\(s\) \(every 6 steps\)",
+    steps = re.search(r"^steps: 12 \((\d+) per epoch, ([0-9.]+) epochs\), 2 dev evaluation\(s\) \(after steps 6, 12\)",
                       out, re.M)
     assert steps, out
     # the expected mix of the first epoch: proportional to each task's batches, summing to its steps

@@ -119,7 +119,7 @@ def test_convert_the_multitask_example(conll_dir):
     cola, rte, copa, conll = (out["tasks"][t] for t in ("cola", "rte", "copa", "conll"))
     assert cola == {"type": "classification", "format": "tsv", "header": False, "columns": {"text": 3, "label": 1},
                     "train": f"{conll_dir}/glue/cola/train.tsv", "dev": f"{conll_dir}/glue/cola/dev.tsv",
-                    "labels": ["0", "1"], "metric": ["accuracy"]}
+                    "labels": ["0", "1"], "metric": ["accuracy"], "pooling": "dp_pooler"}
     assert rte["columns"] == {"text": "sentence1", "text_pair": "sentence2", "label": "label"}
     assert out["tasks"]["stsb"]["columns"]["label"] == "score" and out["tasks"]["stsb"]["metric"] == ["pearson", "spearman"]
     assert copa["format"] == "jsonl" and copa["dev"].endswith("superglue/copa/val.jsonl")
@@ -129,10 +129,15 @@ def test_convert_the_multitask_example(conll_dir):
     # "#vocab_conll.len": the tag set comes from train; no test.txt in the folder, so no test split
     assert conll == {"type": "sequence_labeling", "format": "conll", "columns": {"tokens": 0, "tags": -1},
                      "train": f"{conll_dir}/conll2003/train.txt", "dev": f"{conll_dir}/conll2003/valid.txt",
-                     "metric": ["ner_f1", "mtbert.compat.dp_metrics:ner_token_f1"]}
+                     "metric": ["ner_f1", "mtbert.compat.dp_metrics:ner_token_f1"], "label_all_subtokens": False}
+    # DeepPavlov 1.7's training semantics (docs/deeppavlov.md): its epoch, AdamW on every parameter, its lr
+    # drop, and its validations (once before training, then every epoch as the example's val_every_n_epochs asks)
     assert out["training"] == {
-        "gradient_accumulation_steps": 1, "epochs": 5, "batch_size": 32, "schedule": "proportional", "lr": 2e-5,
-        "warmup": 0.0, "lr_schedule": "constant", "clip_norm": None, "lr_drop_patience": 2, "lr_drop_div": 2.0, "patience": 3,
+        "gradient_accumulation_steps": 1, "epochs": 5, "batch_size": 32, "schedule": "deeppavlov",
+        "sampling": "plain", "iterator_batch_size": 8, "lr": 2e-5, "weight_decay": 0.01,
+        "weight_decay_exempt": ["LayerNorm"], "precision": "auto", "warmup": 0.0, "lr_schedule": "constant",
+        "clip_norm": None, "lr_drop_patience": 2, "lr_drop_div": 2.0, "lr_drop": "once_per_plateau", "min_lr": 1e-7,
+        "lr_drop_reload_best": True, "patience": 3, "validate_first": True, "eval_every_epochs": 1,
         "target_metric": "mtbert.compat.dp_metrics:deeppavlov[multitask_accuracy](rte.y_true,cola.y_true,"
                          "copa.y_true,rte.y_pred,cola.y_pred,copa.y_pred)"}
     cfg = finish(out, "dp.json", check_files=False)
@@ -145,14 +150,18 @@ def test_every_unsupported_key_is_named_in_one_error(conll_dir):
     raw["dataset_reader"]["tasks"]["conll"]["provide_pos"] = True
     raw["chainer"]["pipe"][2]["focal"] = True
     raw["chainer"]["pipe"][2]["tasks"]["rte"]["multilabel"] = True
-    raw["train"]["tensorboard_log_dir"] = "logs"
     raw["server"] = {}
     msg = _problems(raw)
     assert msg.startswith("dp.json: not supported by mtbert's DeepPavlov import: ") and "\n" not in msg
     for key in ("dataset_reader.tasks.cola.downsample_ratio", "dataset_reader.tasks.conll.provide_pos",
-                "chainer.pipe[2].focal", "chainer.pipe[2].tasks.rte.multilabel", "train.tensorboard_log_dir",
-                "server: not supported"):
+                "chainer.pipe[2].focal", "chainer.pipe[2].tasks.rte.multilabel", "server: not supported"):
         assert key in msg
+
+
+def test_tensorboard_log_dir_becomes_the_tensorboard_logger(conll_dir):
+    raw = _example(conll_dir)
+    raw["train"]["tensorboard_log_dir"] = "logs"
+    assert dp.convert(raw, "dp.json")["training"]["loggers"] == ["tensorboard"]
 
 
 def test_unsupported_components_and_wiring_are_named(conll_dir):
@@ -174,12 +183,17 @@ def test_iterator_and_train_sections(conll_dir):
         raw["chainer"]["pipe"][2].update(tf or {})
         return dp.convert(raw)["training"]
 
-    assert training({"sampling_mode": "uniform"})["schedule"] == "uniform"
-    assert training({"sampling_mode": "anneal"})["schedule"] == "annealed"
+    assert training({"sampling_mode": "uniform"})["sampling"] == "uniform"
+    assert training({"sampling_mode": "anneal", "batch_size": 16})["iterator_batch_size"] == 16
     acc = {"gradient_accumulation_steps": 2}
     t = training({**acc, "steps_per_epoch": 10}, {"max_batches": 7, "val_every_n_batches": 50}, acc)
     assert (t["gradient_accumulation_steps"], t["steps_per_epoch"], t["max_steps"], t["eval_every"]) == (2, 5, 4, 25)
-    assert training({"steps_per_epoch": 40}, {"val_every_n_epochs": 2})["eval_every"] == 80
+    # DeepPavlov's passes hold batch_size // gradient_accumulation_steps examples
+    assert t["batch_size"] == 16 and t["eval_every_epochs"] == 1
+    t = training(tr={"val_every_n_epochs": 2, "val_every_n_batches": 30, "validate_first": False})
+    assert (t["eval_every_epochs"], t["eval_every"], t["validate_first"]) == (2, 30, False)
+    assert training(tf={"load_before_drop": False})["lr_drop_reload_best"] is False
+    assert training(tf={"optimizer_parameters": {"lr": 1e-5, "weight_decay": 0.1}})["weight_decay"] == 0.1
     t = training(tr={"validation_patience": None, "val_every_n_epochs": None}, tf={
         "clip_norm": 1.5, "freeze_embeddings": True, "min_learning_rate": 1e-7, "optimizer_parameters": {"lr": "3e-5"}})
     assert (t["clip_norm"], t["freeze_encoder"], t["min_lr"], t["lr"]) == (1.5, True, 1e-7, 3e-5)
@@ -190,10 +204,10 @@ def test_iterator_and_train_sections(conll_dir):
     assert dp.convert(raw)["training"]["patience"] == 5  # DeepPavlov's default
     raw = _example(conll_dir)
     raw["dataset_iterator"].update(sampling_mode="random", gradient_accumulation_steps=2)
-    raw["train"].update(val_every_n_epochs=3, epochs=-1)
+    raw["train"].update(epochs=-1, batch_size=1)
     msg = _problems(raw)
     for part in ("dataset_iterator.sampling_mode: 'random'", "chainer.pipe[2].gradient_accumulation_steps: 1 but dataset_iterator has 2",
-                 "train.val_every_n_epochs: 3 needs dataset_iterator.steps_per_epoch", "train.epochs: -1"):
+                 "train.epochs: -1"):
         assert part in msg
 
 
@@ -223,7 +237,8 @@ def test_huggingface_sources_hub_data_files_and_errors(conll_dir):
     out = dp.convert(raw)["tasks"]
     assert out["cola"] == {"type": "classification", "format": "hf", "hf_path": "glue", "hf_name": "cola",
                            "columns": {"text": "sentence", "label": "label"}, "train": "train", "dev": "validation",
-                           "labels": ["unacceptable", "acceptable"], "metric": ["accuracy"]}  # ClassLabel order
+                           "labels": ["unacceptable", "acceptable"], "metric": ["accuracy"],
+                           "pooling": "dp_pooler"}  # ClassLabel order
     assert out["rte"]["format"] == "csv" and out["rte"]["train"] == "d/rte.csv"
     assert out["rte"]["columns"] == {"text": "sentence1", "text_pair": "sentence2", "label": "label"}
     assert out["stsb"]["format"] == "hf" and out["stsb"]["hf_path"] == "json"
@@ -345,7 +360,7 @@ def test_traps_are_logged_once(conll_dir, caplog):
     with caplog.at_level(logging.INFO, logger="mtbert"):
         dp.convert(_example(conll_dir))
     messages = [r.getMessage() for r in caplog.records]
-    for trap in ("mtbert saves the best checkpoint", "idle heads:", "NumPy's unseeded global generator",
+    for trap in ("mtbert saves the model at every improvement", "idle heads:", "NumPy's unseeded global generator",
                  "hide their test labels"):  # the last one holds for four tasks, and is said once
         assert sum(trap in m for m in messages) == 1
     raw = _example(conll_dir)
@@ -353,7 +368,7 @@ def test_traps_are_logged_once(conll_dir, caplog):
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="mtbert"):
         dp.convert(raw)
-    assert any(r.levelno == logging.WARNING and "it would not save the trained weights" in r.getMessage()
+    assert any(r.levelno == logging.WARNING and "it would evaluate the untrained model" in r.getMessage()
                for r in caplog.records)
 
 

@@ -148,7 +148,7 @@ def test_early_stopping_and_lr_drop_follow_the_target(toy_config, tmp_path, monk
     values = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
     monkeypatch.setattr(tr, "target_value", lambda *a, **k: next(values))
     drops = []
-    monkeypatch.setattr(tr.LrSchedule, "drop", lambda self: drops.append(1) or True)
+    monkeypatch.setattr(tr.LrSchedule, "drop", lambda self, floor=False: drops.append(1) or True)
     cfg = _cfg(toy_config, max_steps=60, eval_every=2, patience=3, lr_drop_patience=1)
     summary = train(cfg, tmp_path / "run")
     assert summary["steps"] == 8  # evals at 2, 4, 6, 8: best at 2, then three without improvement

@@ -78,12 +78,18 @@ class TaskConfig(_Strict):
     num_labels: Annotated[int, Field(gt=0)] | None = None
     metric: str | list[str] | None = None
     # head and loss
-    pooling: Literal["cls", "pooler", "mean"] = "cls"
+    # dp_pooler: DeepPavlov's head input, tanh(W h_[CLS] + b) through one layer shared by every task that
+    # uses it; it is the encoder's pooler, freshly initialised as DeepPavlov's is (trained, saved and
+    # exported with the encoder)
+    pooling: Literal["cls", "pooler", "mean", "dp_pooler"] = "cls"
     # pair tasks: one sequence with [SEP] between (cross), or each text encoded alone, pooled and
     # concatenated (separate, minBERT's paraphrase and similarity heads)
     pair_encoding: Literal["cross", "separate"] = "cross"
     pair_combine: Literal["concat", "sbert"] = "concat"  # separate pairs: [u; v], or [u; v; |u-v|; u*v]
     loss: Literal["cross_entropy", "bce"] = "cross_entropy"  # bce: two classes, one logit, sigmoid
+    # sequence labeling: train on every sub-token of a word with the word's tag (DeepPavlov), not on its
+    # first sub-token only; prediction reads the first sub-token either way
+    label_all_subtokens: bool = False
     output_activation: Literal["none", "relu"] = "none"  # regression: minBERT's similarity head ends in ReLU
     dataset: str | None = None  # display name in comparison tables
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
@@ -104,6 +110,15 @@ class TaskConfig(_Strict):
     # multiple choice, training only: each example also with its choices rotated (n-1 more copies), so the
     # right answer sits in every position and the head cannot learn an order
     rotate_choices: bool = False
+
+    @model_validator(mode="after")
+    def _all_subtokens_for_words(self):
+        if self.label_all_subtokens and self.type != "sequence_labeling":
+            raise ValueError(f"label_all_subtokens applies to sequence_labeling tasks, not {self.type}; remove it")
+        if self.label_all_subtokens and self.teacher:
+            raise ValueError("label_all_subtokens with a teacher: the teacher's tags sit on first sub-tokens only; "
+                             "remove one of them")
+        return self
 
     @field_validator("metric")
     @classmethod
@@ -214,7 +229,12 @@ class TrainingConfig(_Strict):
     batch_size: Annotated[int, Field(gt=0)] = 32
     eval_batch_size: Annotated[int, Field(gt=0)] = 64
     schedule: Literal["proportional", "uniform", "annealed", "temperature", "round_robin",
-                      "minbert_round_robin"] = "proportional"
+                      "minbert_round_robin", "deeppavlov"] = "proportional"
+    # schedule 'deeppavlov' (DeepPavlov 1.7's epoch, data/schedule.py): its iterator's sampling_mode, and its
+    # batch_size, which sets the draws of an epoch: (training examples of all tasks) // iterator_batch_size
+    # batches, unless steps_per_epoch gives them in steps (None elsewhere; plain and 8 there)
+    sampling: Literal["plain", "uniform", "anneal"] | None = None
+    iterator_batch_size: Annotated[int, Field(gt=0)] | None = None
     # schedule 'temperature': p_i ~ n_i ** (1 / T); unset means 2 there (None elsewhere, so a dumped
     # config loads back)
     temperature: Annotated[float, Field(gt=0)] | None = None
@@ -227,16 +247,28 @@ class TrainingConfig(_Strict):
     loss_balancing_lr: Annotated[float, Field(gt=0)] = 1e-2
     head_lr: Annotated[float, Field(gt=0)] | None = None
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    # parameters AdamW does not decay: biases and the LayerNorm weights (BERT's recipe); [] decays every
+    # parameter, as DeepPavlov does
+    weight_decay_exempt: list[Literal["bias", "LayerNorm"]] = Field(default_factory=lambda: ["bias", "LayerNorm"])
     warmup: Annotated[float, Field(ge=0, le=1)] = 0.1
     lr_schedule: Literal["linear", "constant"] = "linear"  # after warm-up: decay to 0, or keep (DeepPavlov)
     gradient_accumulation_steps: Annotated[int, Field(gt=0)] = 1
     clip_norm: Annotated[float, Field(gt=0)] | None = 1.0
     eval_every: Annotated[int, Field(gt=0)] | None = None
+    # evaluate at the end of every n-th epoch; None: every epoch unless eval_every is given; 0: never
+    # (as eval_every, on top of the evaluation after the last step, which always runs)
+    eval_every_epochs: Annotated[int, Field(ge=0)] | None = None
+    validate_first: bool = False  # evaluate before the first step: the score to beat, nothing saved
     target_metric: str = "mean"
     patience: Annotated[int, Field(gt=0)] | None = None
     lr_drop_patience: Annotated[int, Field(gt=0)] | None = None
     lr_drop_div: Annotated[float, Field(gt=1)] = 2.0
     min_lr: Annotated[float, Field(ge=0)] = 0.0
+    # repeat: divide again after every lr_drop_patience evaluations without improvement, skipping a drop
+    # that would go under min_lr; once_per_plateau (DeepPavlov): divide when the evaluations without
+    # improvement reach lr_drop_patience, not again until the target improves, and floor at min_lr
+    lr_drop: Literal["repeat", "once_per_plateau"] = "repeat"
+    lr_drop_reload_best: bool = False  # reload the best saved weights before dividing (DeepPavlov's load_before_drop)
     freeze_encoder: bool = False
     freeze_embeddings: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # fp16 (with a grad scaler) is for CUDA only
@@ -295,6 +327,17 @@ class TrainingConfig(_Strict):
                              "set schedule: temperature or remove temperature")
         if self.schedule == "temperature" and self.temperature is None:
             self.temperature = 2.0
+        return self
+
+    @model_validator(mode="after")
+    def _deeppavlov_schedule_keys(self):
+        for key in ("sampling", "iterator_batch_size"):
+            if getattr(self, key) is not None and self.schedule != "deeppavlov":
+                raise ValueError(f"{key} applies to schedule 'deeppavlov', not '{self.schedule}'; set schedule: "
+                                 f"deeppavlov or remove {key}")
+        if self.schedule == "deeppavlov":
+            self.sampling = self.sampling or "plain"
+            self.iterator_batch_size = self.iterator_batch_size or 8  # DeepPavlov's default
         return self
 
     @model_validator(mode="after")
@@ -721,9 +764,9 @@ def check_backbone(cfg: Config, source: str = "config") -> None:
         if limit is not None and length > limit:
             raise UserError(f"{source}: {key}: {length} is more than the {limit} positions backbone "
                             f"'{cfg.backbone}' has ({encoder.model_type}); use {limit} or less")
-    pooled = [n for n, t in cfg.tasks.items() if t.pooling == "pooler"]
+    pooled = [n for n, t in cfg.tasks.items() if t.pooling in ("pooler", "dp_pooler")]
     if pooled and has_pooler(encoder, cfg.backbone_impl) is False:
-        raise UserError(f"{source}: tasks.{pooled[0]}.pooling: 'pooler' needs an encoder with a pooler layer, and "
+        raise UserError(f"{source}: tasks.{pooled[0]}.pooling: '{cfg.tasks[pooled[0]].pooling}' needs an encoder with a pooler layer, and "
                         f"backbone '{cfg.backbone}' ({encoder.model_type}) has none; use pooling: cls or mean")
 
 

@@ -51,7 +51,17 @@ TRAIN_KEYS = {"class_name", "epochs", "batch_size", "max_batches", "metrics", "v
               "val_every_n_epochs", "val_every_n_batches", "log_every_n_epochs", "log_every_n_batches",
               "log_on_k_batches", "validate_first", "show_examples", "evaluation_targets", "pytest_max_batches",
               "pytest_batch_size", "metric_optimization", "train_metrics", "tensorboard_log_dir", "max_test_batches"}
-SAMPLING = {"plain": "proportional", "uniform": "uniform", "anneal": "annealed"}
+SAMPLING_MODES = ("plain", "uniform", "anneal")  # the multitask_iterator's sampling_mode
+# Where a converted config keeps an mtbert default that differs from DeepPavlov, `convert` writes the key
+# explicitly and `to_yaml` heads it with this comment (key path -> how DeepPavlov does it)
+DIFFERS = {
+    "training.precision": "differs from DeepPavlov, which trains in fp32 (precision: fp32); auto is bf16 "
+                          "where the hardware has it",
+    "training.weight_decay_exempt": "differs from DeepPavlov, which decays every parameter, LayerNorm weights "
+                                    "too (weight_decay_exempt: [])",
+    "tasks.label_all_subtokens": "differs from DeepPavlov, which trains every sub-token of a word on its tag "
+                                 "(label_all_subtokens: true)",
+}
 # DeepPavlov's metric names -> mtbert's (a task metric taking one task's gold and predictions)
 METRICS = {"accuracy": "accuracy", "f1": "f1", "f1_macro": "f1_macro", "matthews_correlation": "mcc",
            "pearson_correlation": "pearson", "spearman_correlation": "spearman", "roc_auc": "roc_auc",
@@ -238,6 +248,10 @@ def _tasks(dp: dict, raw: dict, chain: Chain, f: Findings) -> dict:
             task["class_weights"] = spec["weight"]
         if chain.transformer.get("dropout") is not None:
             task["dropout"] = f.number(chain.transformer["dropout"], f"{chain.transformer_at}.dropout", integer=False)
+        if task["type"] == "sequence_labeling":
+            task["label_all_subtokens"] = False  # see DIFFERS: the first sub-token only
+        elif task["type"] in ("classification", "regression", "multiple_choice"):
+            task["pooling"] = "dp_pooler"  # BertForMultiTask's one new Linear + tanh on [CLS] for every task
         tasks[name] = task
     return tasks
 
@@ -269,7 +283,6 @@ def _training(dp: dict, chain: Chain, f: Findings) -> dict:
     it, tr = dp.get("dataset_iterator") or {}, dp.get("train") or {}
     f.check_keys(tr, "train", TRAIN_KEYS)
     f.expect(tr, "class_name", "train", (None, "torch_trainer", "nn_trainer"), "mtbert has its own trainer")
-    f.expect(tr, "validate_first", "train", (None, False), "mtbert reports a majority baseline instead")
     f.expect(tr, "show_examples", "train", (None, False), "see mtbert predict")
     for bad in set(evaluation_targets(dp)) - {"valid", "test"}:
         f.problem("train.evaluation_targets", f"{bad!r} (mtbert evaluates valid and test)")
@@ -277,7 +290,7 @@ def _training(dp: dict, chain: Chain, f: Findings) -> dict:
     t.update(_optimizer(chain, f))
     patience = tr.get("validation_patience", 5)  # DeepPavlov's default; null: no early stopping
     t["patience"] = None if patience is None else f.number(patience, "train.validation_patience")
-    t["eval_every"] = _eval_every(tr, t, f)
+    t.update(_evaluations(tr, t, f))
     t.update(_logging_keys(tr, f))
     if any(k in tr for k in ("log_every_n_epochs", "log_every_n_batches", "log_on_k_batches")):
         f.note("log_every_n_*: mtbert logs the training loss per task with every evaluation (metrics.jsonl) "
@@ -331,18 +344,28 @@ def _steps(it: dict, tr: dict, chain: Chain, f: Findings) -> dict:
             f.note("dataset_iterator.num_train_epochs differs from train.epochs: mtbert anneals over train.epochs")
     batch_size = tr.get("batch_size", it.get("batch_size"))
     if batch_size is not None:
-        t["batch_size"] = f.number(batch_size, "train.batch_size")
-    t["schedule"] = SAMPLING.get(it.get("sampling_mode", "plain"))
-    if t["schedule"] is None:
-        f.problem("dataset_iterator.sampling_mode", f"{it['sampling_mode']!r} (use plain, uniform or anneal)")
+        batch_size = f.number(batch_size, "train.batch_size")
+    if batch_size is not None and t["gradient_accumulation_steps"]:
+        # DeepPavlov's iterator cuts each batch into gradient_accumulation_steps passes of batch_size // steps
+        # examples (MultiTaskIterator.gen_batches); mtbert's batch_size is the pass's
+        t["batch_size"] = batch_size // t["gradient_accumulation_steps"]
+        if not t["batch_size"]:
+            f.problem("train.batch_size", f"{batch_size} is smaller than gradient_accumulation_steps "
+                      f"({t['gradient_accumulation_steps']}): DeepPavlov's passes would hold no examples")
+    # DeepPavlov's epoch: random draws, a task that ran out skipped (mtbert.data.schedule.DeepPavlovSchedule)
+    t["schedule"] = "deeppavlov"
+    t["sampling"] = it.get("sampling_mode", "plain")
+    if t["sampling"] not in SAMPLING_MODES:
+        f.problem("dataset_iterator.sampling_mode", f"{t['sampling']!r} (use plain, uniform or anneal)")
+    t["iterator_batch_size"] = f.number(it.get("batch_size", 8), "dataset_iterator.batch_size")
     steps = it.get("steps_per_epoch", tf.get("steps_per_epoch"))
     if steps:  # DeepPavlov counts batches; mtbert counts optimiser steps of gradient_accumulation_steps batches
         steps = f.number(steps, "dataset_iterator.steps_per_epoch") or 1
         t["steps_per_epoch"] = max(1, steps // t["gradient_accumulation_steps"])
-    elif it.get("batch_size", 8) != t.get("batch_size", 8):
-        f.note("DeepPavlov's epoch is (training examples) / dataset_iterator.batch_size batches, so with "
-               "train.batch_size larger it passes over the data several times; an mtbert epoch is one pass "
-               "(set dataset_iterator.steps_per_epoch to keep DeepPavlov's count)")
+    if t["gradient_accumulation_steps"] > 1:
+        f.note("gradient_accumulation_steps: mtbert draws the task once per optimiser step; DeepPavlov 1.7's "
+               "iterator means to, but its step counter only moves at epoch ends, so it keeps one task for whole "
+               "epochs and re-draws every batch in others")
     if tr.get("max_batches", -1) not in (-1, None):  # DeepPavlov's cap on training batches
         batches = f.number(tr["max_batches"], "train.max_batches") or 1
         t["max_steps"] = max(1, -(-batches // t["gradient_accumulation_steps"]))
@@ -364,10 +387,11 @@ def _optimizer(chain: Chain, f: Findings) -> dict:
         params = {}
     f.check_keys(params, f"{where}.optimizer_parameters", {"lr", "weight_decay"})
     t = {"lr": f.number(params.get("lr", 2e-5), f"{where}.optimizer_parameters.lr", integer=False)}
-    if "weight_decay" in params:
-        f.note("optimizer_parameters.weight_decay: DeepPavlov overrides it with 0.01 per parameter group; "
-               "mtbert applies the value given")
-        t["weight_decay"] = f.number(params["weight_decay"], f"{where}.optimizer_parameters.weight_decay", integer=False)
+    # torch's AdamW over model.parameters() (TorchModel): one group, decay 0.01 unless given, biases included
+    t["weight_decay"] = f.number(params.get("weight_decay", 0.01), f"{where}.optimizer_parameters.weight_decay",
+                                 integer=False)
+    t["weight_decay_exempt"] = ["LayerNorm"]  # see DIFFERS
+    t["precision"] = "auto"  # see DIFFERS
     t["warmup"] = 0.0  # DeepPavlov has no warm-up
     t["lr_schedule"] = "constant"  # and no decay: the rate changes only by learning_rate_drop_div
     t["clip_norm"] = f.number(tf["clip_norm"], f"{where}.clip_norm", integer=False) if tf.get("clip_norm") else None
@@ -376,9 +400,12 @@ def _optimizer(chain: Chain, f: Findings) -> dict:
                                  ("min_learning_rate", "min_lr", False)):
         if tf.get(dp_key) is not None:
             t[key] = f.number(tf[dp_key], f"{where}.{dp_key}", integer=integer)
-    if tf.get("learning_rate_drop_patience") and tf.get("load_before_drop", True):
-        f.note("learning_rate_drop_patience: DeepPavlov reloads the best weights before it divides the learning "
-               "rate (load_before_drop); mtbert divides it and trains on from the current weights")
+    if tf.get("learning_rate_drop_patience"):
+        # TorchModel.process_event: divide when the impatience equals the patience (once per plateau), to no
+        # less than min_learning_rate (default 1e-7), after reloading the saved best model (load_before_drop)
+        t["lr_drop"] = "once_per_plateau"
+        t.setdefault("min_lr", 1e-7)
+        t["lr_drop_reload_best"] = f.flag(tf.get("load_before_drop", True), f"{where}.load_before_drop")
     if tf.get("freeze_embeddings") and f.flag(tf["freeze_embeddings"], f"{where}.freeze_embeddings"):
         # DeepPavlov's freeze_embeddings freezes every encoder parameter but the pooler, not only the embeddings
         t["freeze_encoder"] = True
@@ -389,23 +416,17 @@ def _optimizer(chain: Chain, f: Findings) -> dict:
     return t
 
 
-def _eval_every(tr: dict, t: dict, f: Findings) -> int | None:
-    """val_every_n_batches -> steps; val_every_n_epochs 1 is mtbert's default (once an epoch)."""
-    batches = tr.get("val_every_n_batches", -1)
-    epochs = tr.get("val_every_n_epochs", -1)
-    if batches not in (-1, None, 0):
-        if epochs not in (-1, None, 0):
-            f.note("val_every_n_batches and val_every_n_epochs: mtbert evaluates every val_every_n_batches")
-        return max(1, (f.number(batches, "train.val_every_n_batches") or 1) // t["gradient_accumulation_steps"])
-    if epochs not in (-1, None, 0):
-        n = f.number(epochs, "train.val_every_n_epochs")
-        if n not in (None, 1):
-            if not t.get("steps_per_epoch"):
-                f.problem("train.val_every_n_epochs", f"{n} needs dataset_iterator.steps_per_epoch (or use "
-                          "val_every_n_batches): mtbert counts evaluations in steps")
-                return None
-            return n * t["steps_per_epoch"]
-    return None
+def _evaluations(tr: dict, t: dict, f: Findings) -> dict:
+    """NNTrainer's validations: before training (validate_first, default true), every val_every_n_batches
+    batches and every val_every_n_epochs epochs (each only when positive; default never)."""
+    out = {"validate_first": f.flag(tr.get("validate_first", True), "train.validate_first")}
+    batches, epochs = tr.get("val_every_n_batches", -1), tr.get("val_every_n_epochs", -1)
+    batches = f.number(batches, "train.val_every_n_batches") if batches is not None else None
+    epochs = f.number(epochs, "train.val_every_n_epochs") if epochs is not None else None
+    if batches is not None and batches > 0:
+        out["eval_every"] = max(1, batches // t["gradient_accumulation_steps"])
+    out["eval_every_epochs"] = epochs if epochs is not None and epochs > 0 else 0
+    return out
 
 
 # ---------------------------------------------------------------- metrics and the target
@@ -503,14 +524,15 @@ def _metric_args(inputs, chain: Chain, where: str, f: Findings) -> list[tuple[st
 
 
 def _trap_notes(dp: dict, chain: Chain, out: dict, f: Findings) -> None:
-    train = dp.get("train") or {}
-    if train.get("val_every_n_epochs", -1) in (-1, 0, None) and train.get("val_every_n_batches", -1) in (-1, 0, None):
-        f.note("DeepPavlov saves the model only after a validation, and this config never validates "
-               "(no val_every_n_epochs / val_every_n_batches): it would not save the trained weights. mtbert "
-               "evaluates once an epoch and always saves the best checkpoint", logging.WARNING)
+    t = out["training"]
+    if not t.get("eval_every") and not t.get("eval_every_epochs"):
+        f.note("DeepPavlov saves the model only after a validation that beats the one before training, and this "
+               "config validates during training never (no val_every_n_epochs / val_every_n_batches): it would "
+               "evaluate the untrained model after training. mtbert evaluates dev after the last step too and "
+               "saves that model (or the best one, with validations during training)", logging.WARNING)
     else:
-        f.note("mtbert saves the best checkpoint at every improvement on dev (and the final model when "
-               "there is no dev split), whatever the validation settings")
+        f.note("mtbert saves the model at every improvement on dev, evaluates dev after the last step too, and "
+               "saves the final model when no evaluation beat the one before training")
     f.note("idle heads: DeepPavlov steps AdamW over every parameter after each batch, so the heads of the other "
            "tasks still move (weight decay, momentum); mtbert leaves them bit-identical")
     f.note(f"task sampling: DeepPavlov draws each step's task from NumPy's unseeded global generator, so runs "
@@ -527,7 +549,22 @@ def to_yaml(converted: dict, source: str, raw: dict | None = None) -> str:
              "# explains each mapping."]
     if raw is not None and "test" in evaluation_targets(resolve_variables(raw, source)):
         lines.append("# DeepPavlov's evaluation_targets include test: mtbert evaluate RUN_DIR --split test")
-    return "\n".join(lines) + "\n" + yaml.safe_dump(converted, sort_keys=False, allow_unicode=True)
+    return "\n".join(lines) + "\n" + _commented(yaml.safe_dump(converted, sort_keys=False, allow_unicode=True))
+
+
+def _commented(text: str) -> str:
+    """Put each DIFFERS comment above its key: `training.<key>` at two spaces, a task's key at four."""
+    out, section = [], None
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        key = line.strip().split(":", 1)[0]
+        if indent == 0:
+            section = key
+        path = f"{section}.{key}" if (section, indent) in (("training", 2), ("tasks", 4)) else None
+        if path in DIFFERS:
+            out.append(f"{' ' * indent}# {DIFFERS[path]}")
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------- predictions in DeepPavlov's shapes

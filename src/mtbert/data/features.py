@@ -82,16 +82,18 @@ def _label_id(ex: Example, label: str, label_ids: dict[str, int], name: str) -> 
 def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
            labels: list[str] | None = None, name: str = "", with_labels: bool = True,
            pair_encoding: str = "cross", stride: int | None = None,
-           questions: dict[str, str] | None = None) -> list[Feature]:
+           questions: dict[str, str] | None = None, all_subtokens: bool = False) -> list[Feature]:
     """Tokenise a whole split in one call of the fast tokenizer.
 
     Multiple choice and `pair_encoding: separate` give a group of sequences per example (one per choice,
     or text and text_pair); everything else one sequence. `questions` rephrases multiple-choice questions
     (`phrase_questions`). Sequence labeling with a `stride` gives every
-    window of a text longer than max_length, each a Feature without labels (they are for prediction)."""
+    window of a text longer than max_length, each a Feature without labels (they are for prediction);
+    with `all_subtokens` every sub-token of a word carries the word's tag (`label_all_subtokens`)."""
     label_ids = {label: i for i, label in enumerate(labels or [])}
     if task_type == "sequence_labeling":
-        return _encode_words(examples, tokenizer, max_length, label_ids if with_labels else None, name, stride)
+        return _encode_words(examples, tokenizer, max_length, label_ids if with_labels else None, name, stride,
+                             all_subtokens)
     if task_type == "multiple_choice":
         n = len(examples[0].choices) if examples else 0
         odd = next((i for i, ex in enumerate(examples) if len(ex.choices) != n), None)
@@ -129,8 +131,9 @@ def encode(task_type: str, examples: list[Example], tokenizer, max_length: int,
 
 
 def _encode_words(examples: list[Example], tokenizer, max_length: int, label_ids: dict[str, int] | None,
-                  name: str, stride: int | None) -> list[Feature]:
-    """Sequence labeling: words -> sub-tokens, the tag ids (with `label_ids`) on each word's first one."""
+                  name: str, stride: int | None, all_subtokens: bool = False) -> list[Feature]:
+    """Sequence labeling: words -> sub-tokens, the tag ids (with `label_ids`) on each word's first one
+    (on all of them with `all_subtokens`, as DeepPavlov's token_labels_to_subtoken_labels)."""
     if label_ids is not None:
         for ex in examples:  # every word's tag, also past max_length: evaluation scores every word
             for tag in ex.label:
@@ -146,8 +149,8 @@ def _encode_words(examples: list[Example], tokenizer, max_length: int, label_ids
         if label_ids is not None and not windows:
             tag_ids, prev = [], None
             for w in word_ids:
-                first = w is not None and w != prev
-                tag_ids.append(label_ids[ex.label[w]] if first else IGNORE)
+                tagged = w is not None and (w != prev or all_subtokens)
+                tag_ids.append(label_ids[ex.label[w]] if tagged else IGNORE)
                 prev = w
         feats.append(Feature(enc["input_ids"][r], enc["token_type_ids"][r], tag_ids, word_ids,
                              Window(i, stride) if windows else None, len(ex.tokens)))

@@ -63,7 +63,7 @@ def hf_class(name: str, spec, model_type: str) -> tuple[str | None, str | None]:
                       f"encoder (exact ones exist for {families}); use the ONNX export (mtbert export RUN) instead")
     if spec.type == "sequence_labeling":
         return found, None
-    if spec.pooling != "pooler":
+    if spec.pooling not in ("pooler", "dp_pooler"):
         read = {"cls": "[CLS]'s hidden state", "mean": "the mean of the hidden states"}[spec.pooling]
         return None, (f"tasks.{name}.pooling: '{spec.pooling}' gives the head {read}, but {found} gives it the "
                       "pooler output (a dense+tanh layer on [CLS]); set pooling: pooler and train again")

@@ -10,9 +10,9 @@ from mtbert.data.features import IGNORE
 
 
 def pool(kind: str, hidden: torch.Tensor, pooler_output: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
-    if kind == "pooler":
+    if kind in ("pooler", "dp_pooler"):  # dp_pooler is the encoder's pooler, re-initialised (build_model)
         if pooler_output is None:
-            raise ValueError("pooling 'pooler' needs an encoder with a pooler layer")
+            raise ValueError(f"pooling '{kind}' needs an encoder with a pooler layer")
         return pooler_output
     if kind == "mean":
         m = mask.unsqueeze(-1).to(hidden.dtype)

@@ -120,14 +120,16 @@ def check(cfg: Config, timing: bool = True) -> str:
         lines.append(f"| {name} | {td.type} | {len(td.train)} | {len(td.dev)} | {max_length} | "
                      f"{truncated_share(td, tokenizer, max_length):.1%} |")
     lines += ["", "labels (train):"] + [f"- {name}: {label_summary(td)}" for name, td in data.items()]
-    evaluations = math.ceil(plan.total_steps / plan.eval_every) if any(td.dev_feats for td in data.values()) else 0
+    has_dev = any(td.dev_feats for td in data.values())
+    evaluations = (len(plan.eval_steps) + t.validate_first) if has_dev else 0
+    shown = ", ".join(map(str, plan.eval_steps[:6])) + (", ..." if len(plan.eval_steps) > 6 else "")
     lines += ["", f"steps: {plan.total_steps} ({plan.steps_per_epoch} per epoch, {plan.epochs:.3g} epochs), "
-              f"{evaluations} dev evaluation(s) (every {plan.eval_every} steps)",
+              f"{evaluations} dev evaluation(s) ({'before step 1, ' if t.validate_first else ''}after steps {shown})",
               "", f"schedule {t.schedule}: expected steps per task", "",
               "| epoch | steps | " + " | ".join(data) + " |", "|---" * (len(data) + 2) + "|"]
     expected = Counter()
     for epoch in range(math.ceil(plan.epochs)):
-        steps = min(plan.steps_per_epoch, plan.total_steps - epoch * plan.steps_per_epoch)
+        steps = min(plan.epoch_start(epoch + 1), plan.total_steps) - plan.epoch_start(epoch)
         mix = plan.schedule.expected_steps(epoch, steps)
         expected.update(mix)
         lines.append(f"| {epoch + 1} | {steps} | " + " | ".join(f"{mix[n]:.0f}" if mix[n] >= 10 else f"{mix[n]:.1f}" for n in data) + " |")

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from mtbert.config import Config, TaskConfig
 from mtbert.data.features import IGNORE, Feature, build_labels, collate, encode, length_grouped_batches
 from mtbert.data.multiple_choice import rotate_choices
 from mtbert.data.readers import Example, read_split
-from mtbert.data.schedule import BatchStream, TaskSchedule
+from mtbert.data.schedule import BatchStream, DeepPavlovSchedule, TaskSchedule
 from mtbert.errors import UserError
 from mtbert.evaluation.evaluate import (
     TaskPredictions,
@@ -41,7 +42,7 @@ from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
-from mtbert.rundir import remove_leftovers, save_model, write_config
+from mtbert.rundir import MODEL, remove_leftovers, save_model, write_config
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
 from mtbert.training.console import training_console
@@ -88,7 +89,7 @@ def prepare_data(cfg: Config, tokenizer, need_train: bool = True) -> dict[str, T
         td = TaskData(name, task, labels, train)
         max_len = cfg.max_length_for(name)
         td.train_feats = encode(task.type, train, tokenizer, max_len, labels, name, pair_encoding=task.pair_encoding,
-                                questions=task.questions) if train else []
+                                questions=task.questions, all_subtokens=task.label_all_subtokens) if train else []
         if task.dev or (task.format == "hf" and task.dev is not None):
             td.dev = read_split(cfg, name, "dev")
             # dev is read as predict reads it: a long text in windows, every gold word scored
@@ -132,32 +133,90 @@ def tokens_per_example(td: TaskData) -> float | None:
 @dataclass
 class StepPlan:
     """How training walks through the data: each task's batch stream, the schedule choosing the task of
-    each step, and the step counts."""
+    each step, the step counts, and the steps after which dev is evaluated."""
     streams: dict[str, BatchStream]
-    schedule: TaskSchedule
-    steps_per_epoch: int
+    schedule: TaskSchedule | DeepPavlovSchedule
+    steps_per_epoch: int  # the mean, where epochs differ in length (schedule deeppavlov)
     total_steps: int
     epochs: float
-    eval_every: int
+    eval_steps: list[int]  # the last step is always among them
+
+    def epoch_of(self, step: int) -> int:
+        if isinstance(self.schedule, DeepPavlovSchedule):
+            return self.schedule.epoch_of(step)
+        return step // self.steps_per_epoch
+
+    def epoch_start(self, epoch: int) -> int:
+        if isinstance(self.schedule, DeepPavlovSchedule):  # past the plan: its end, which no step passes
+            return self.schedule.starts[min(epoch, len(self.schedule.starts) - 1)]
+        return epoch * self.steps_per_epoch
+
+    def epochs_done(self, step: int) -> float:
+        epoch = self.epoch_of(step)
+        start = self.epoch_start(epoch)
+        return epoch + (step - start) / max(1, self.epoch_start(epoch + 1) - start)
 
 
 def step_plan(cfg: Config, data: dict[str, TaskData]) -> StepPlan:
     t = cfg.training
+    accum = t.gradient_accumulation_steps
+    deeppavlov = t.schedule == "deeppavlov"
     streams = {
         name: BatchStream(len(td.train_feats), cfg.batch_size(name),
                           partial(length_grouped_batches, td.train_feats, cfg.batch_size(name),
-                                  group=cfg.length_grouping(name)), seed=cfg.seed + i)
+                                  group=cfg.length_grouping(name)), seed=cfg.seed + i, drop_last=deeppavlov)
         for i, (name, td) in enumerate(data.items())
     }
-    schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, t.epochs, cfg.seed,
-                            t.keep_remainder, t.temperature or 1.0, {n: len(td.train_feats) for n, td in data.items()})
-    if schedule.epoch_aligned:
-        steps_per_epoch = len(schedule.sequence)
+    examples = {n: len(td.train_feats) for n, td in data.items()}
+    if deeppavlov:
+        schedule = deeppavlov_schedule(cfg, streams, examples)
+        total_steps = t.max_steps or schedule.total_steps(t.epochs)
+        steps_per_epoch = max(1, round(schedule.starts[-1] / len(schedule.plan)))
+        epochs = t.epochs
     else:
-        steps_per_epoch = t.steps_per_epoch or max(1, sum(len(s) for s in streams.values()) // t.gradient_accumulation_steps)
-    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
-    schedule.epochs = total_steps / steps_per_epoch
-    return StepPlan(streams, schedule, steps_per_epoch, total_steps, schedule.epochs, t.eval_every or steps_per_epoch)
+        schedule = TaskSchedule(t.schedule, {n: len(s) for n, s in streams.items()}, t.epochs, cfg.seed,
+                                t.keep_remainder, t.temperature or 1.0, examples)
+        if schedule.epoch_aligned:
+            steps_per_epoch = len(schedule.sequence)
+        else:
+            steps_per_epoch = t.steps_per_epoch or max(1, sum(len(s) for s in streams.values()) // accum)
+        total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+        schedule.epochs = epochs = total_steps / steps_per_epoch
+    plan = StepPlan(streams, schedule, steps_per_epoch, total_steps, epochs, [])
+    if deeppavlov and t.max_steps:
+        plan.epochs = plan.epochs_done(total_steps)
+    plan.eval_steps = evaluation_steps(t, plan)
+    return plan
+
+
+def deeppavlov_schedule(cfg: Config, streams: dict[str, BatchStream], examples: dict[str, int]) -> DeepPavlovSchedule:
+    """DeepPavlov's epoch: (training examples of all tasks) // its iterator's batch_size draws of a batch, a
+    step being gradient_accumulation_steps of them; a task trains at most its full batches an epoch."""
+    t = cfg.training
+    accum = t.gradient_accumulation_steps
+    steps_per_task = {n: len(s) // accum for n, s in streams.items()}
+    for name, steps in steps_per_task.items():
+        if not steps:  # DeepPavlov drops the partial batch: this task would never train
+            raise UserError(f"tasks.{name}: {examples[name]} training examples, fewer than one step of "
+                            f"{accum} x {cfg.batch_size(name)} (schedule deeppavlov drops the partial batch); "
+                            "lower training.batch_size or add examples")
+    draws = t.steps_per_epoch or max(1, sum(examples.values()) // t.iterator_batch_size // accum)
+    return DeepPavlovSchedule(t.sampling, examples, steps_per_task, draws, t.epochs, cfg.seed, t.max_steps or 0)
+
+
+def evaluation_steps(t, plan: StepPlan) -> list[int]:
+    """The steps after which dev is evaluated: every eval_every steps, at the end of every
+    eval_every_epochs-th epoch (every epoch when neither is given), and after the last step."""
+    total = plan.total_steps
+    steps = set(range(t.eval_every, total + 1, t.eval_every)) if t.eval_every else set()
+    every_epochs = t.eval_every_epochs if t.eval_every_epochs is not None else (0 if t.eval_every else 1)
+    if every_epochs:
+        epoch = every_epochs
+        while (end := plan.epoch_start(epoch)) < total:
+            steps.add(end)
+            epoch += every_epochs
+    steps.add(total)
+    return sorted(steps)
 
 
 def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
@@ -170,8 +229,21 @@ def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
     model = MultiTaskModel(encoder, heads, {n: td.type for n, td in data.items()})
     if cfg.training.loss_balancing == "uncertainty":
         model.balancer = UncertaintyWeights(model.task_types)
+    dp_pooler = [n for n, td in data.items() if td.cfg.pooling == "dp_pooler"]
+    if dp_pooler:
+        # DeepPavlov's head input is a new Linear on [CLS] (then tanh), one for all tasks: the pooler's layout,
+        # with the pretrained weights dropped for PyTorch's Linear initialisation, as DeepPavlov's
+        pooler = getattr(encoder, "pooler", None)
+        if pooler is None:
+            raise UserError(f"tasks.{dp_pooler[0]}.pooling: 'dp_pooler' needs an encoder with a pooler layer; "
+                            "use pooling: cls")
+        for layer in pooler.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.reset_parameters()
     if cfg.training.freeze_encoder:
         model.encoder.requires_grad_(False)
+        if dp_pooler:  # a head layer in DeepPavlov, which trains when freeze_embeddings freezes the encoder
+            model.encoder.pooler.requires_grad_(True)
     elif cfg.training.freeze_embeddings:
         model.encoder.get_input_embeddings().requires_grad_(False)
         if hasattr(model.encoder, "embeddings"):
@@ -180,15 +252,18 @@ def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
 
 
 def make_optimizer(model: MultiTaskModel, cfg: Config) -> torch.optim.AdamW:
-    """AdamW; no decay on biases and LayerNorm weights; heads may have their own lr, learned loss weights
-    have theirs."""
+    """AdamW; no decay on `weight_decay_exempt` (biases, LayerNorm weights); heads may have their own lr,
+    learned loss weights have theirs."""
     t = cfg.training
     groups: dict[tuple, list] = defaultdict(list)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         part = name.split(".")[0]  # encoder, heads or balancer
-        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
+        bias = name.endswith("bias")
+        # the other one-dimensional weights are the norms' (LayerNorm, minBERT's norms) and learned loss weights
+        no_decay = ("bias" in t.weight_decay_exempt and bias) or ("LayerNorm" in t.weight_decay_exempt
+                                                                   and p.ndim < 2 and not bias)
         groups[(part, no_decay)].append(p)
     lr = {"encoder": t.lr, "heads": t.head_lr or t.lr, "balancer": t.loss_balancing_lr}
     param_groups = [
@@ -198,6 +273,18 @@ def make_optimizer(model: MultiTaskModel, cfg: Config) -> torch.optim.AdamW:
     # the fused kernel updates every tensor in one pass: on one CPU thread a MiniLM step takes 12 ms instead
     # of 110 (a third of a training step); tensors without a gradient are skipped as before
     return torch.optim.AdamW(param_groups, lr=t.lr, weight_decay=t.weight_decay, fused=True)
+
+
+def reload_best(model: MultiTaskModel, run_dir: Path, impl: str) -> bool:
+    """Put the best model saved so far (run_dir/model) back into `model`, as DeepPavlov does before an lr
+    drop; False when none is saved yet. The encoder is rebuilt from its folder, which maps minBERT's saved
+    names back to its own."""
+    saved = run_dir / MODEL
+    if not (saved / "heads.safetensors").is_file():
+        return False
+    model.encoder.load_state_dict(load_encoder(str(saved / "encoder"), impl).state_dict())
+    model.heads.load_state_dict(load_file(saved / "heads.safetensors"))
+    return True
 
 
 class LrSchedule:
@@ -225,9 +312,13 @@ class LrSchedule:
         for g, base in zip(self.optimizer.param_groups, self.base, strict=True):
             g["lr"] = base * self.shape(step) * self.factor
 
-    def drop(self) -> bool:
+    def drop(self, floor: bool = False) -> bool:
+        """Divide the rate by `div`. Under min_lr: no drop, or with `floor` (DeepPavlov) down to min_lr."""
         if max(self.base) * self.factor / self.div < self.min_lr:
-            return False
+            if not floor:
+                return False
+            self.factor = self.min_lr / max(self.base)
+            return True
         self.factor /= self.div
         return True
 
@@ -444,7 +535,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks
 
     plan = step_plan(cfg, data)
     streams, schedule = plan.streams, plan.schedule
-    steps_per_epoch, total_steps, epochs, eval_every = plan.steps_per_epoch, plan.total_steps, plan.epochs, plan.eval_every
+    steps_per_epoch, total_steps, epochs = plan.steps_per_epoch, plan.total_steps, plan.epochs
     accum = t.gradient_accumulation_steps
     optimizer = make_optimizer(model, cfg)
     lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule)
@@ -514,13 +605,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks
         write_curves(run_dir, state.loss_curve, state.dev_curve, primary, state.lr_curve)
         return summary
 
-    def evaluate() -> bool:
+    def evaluate(initial: bool = False) -> bool:
         """Score dev (each rank a share of the batches), log it, keep the best model; True when early
-        stopping says stop. Every rank gets the same scores, so they all take the same decisions."""
+        stopping says stop. Every rank gets the same scores, so they all take the same decisions.
+        `initial` (validate_first): the untrained model's score becomes the one to beat, nothing is saved."""
         scores, outputs = evaluate_all(model, data, cfg, pad_id, amp, ranks, progress=t.progress and main)
         custom = custom_outputs(data, outputs) if ":" in t.target_metric else None  # only a custom target needs them
         target = target_value(t.target_metric, scores, primary, custom)
-        record = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 3), "lr": lr_schedule.lr,
+        record = {"step": state.step, "epoch": round(plan.epochs_done(state.step), 3), "lr": lr_schedule.lr,
                   "train_loss": {k: v[0] / max(v[1], 1) for k, v in state.loss_sums.items()},
                   "dev": scores, "target": target}
         if balancer is not None:
@@ -531,6 +623,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks
         state.loss_sums = {}
         say(f"step {state.step}: target {target:.4f} | " +
             " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
+        if initial:
+            state.best, state.best_eval, state.best_for_drop = target, record, target
+            return False
         if target > state.best:
             state.best, state.best_eval, state.bad_evals = target, record, 0
             if main:
@@ -541,13 +636,20 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks
             write_progress(finished=False)
         callbacks.on_evaluate(state.step, record)
         if t.lr_drop_patience:
+            once = t.lr_drop == "once_per_plateau"
             if target > state.best_for_drop:
                 state.best_for_drop, state.bad_for_drop = target, 0
             else:
                 state.bad_for_drop += 1
-                if state.bad_for_drop >= t.lr_drop_patience:
-                    state.bad_for_drop = 0
-                    if lr_schedule.drop():
+                # once: DeepPavlov's torch_model drops when the impatience equals the patience, so one plateau
+                # drops once however long it lasts
+                if state.bad_for_drop == t.lr_drop_patience:
+                    if not once:
+                        state.bad_for_drop = 0
+                    if t.lr_drop_reload_best and reload_best(model, run_dir, cfg.backbone_impl):
+                        log.info("reloaded the best model (step %d) before the learning rate drop",
+                                 state.best_eval["step"])
+                    if lr_schedule.drop(floor=once):
                         log.info("no improvement for %d evaluations: learning rate divided by %g",
                                  t.lr_drop_patience, t.lr_drop_div)
         if t.patience and state.bad_evals >= t.patience:
@@ -557,12 +659,17 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks
 
     bar = tqdm(total=total_steps, initial=state.step, disable=not (t.progress and main), desc="train",
                dynamic_ncols=True)
+    eval_steps = set(plan.eval_steps)
+    if t.validate_first and has_dev and not state.dev_curve:
+        tick = time.time()
+        evaluate(initial=True)
+        state.eval_seconds += time.time() - tick
     with _StopSignals() as signals, _Ending(callbacks, state):
         while not state.done and state.step < total_steps:
             tick = time.time()
             step = state.step
-            epoch = step // steps_per_epoch
-            if schedule.epoch_aligned and step % steps_per_epoch == 0:
+            epoch = plan.epoch_of(step)
+            if schedule.epoch_aligned and step == plan.epoch_start(epoch):
                 for stream in streams.values():
                     stream.restart()
             task = schedule.task_for(step, epoch)
@@ -626,7 +733,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks
                 scalars[f"train/loss/{task}"] = step_loss
             callbacks.on_step(state.step, scalars)
 
-            due = has_dev and (state.step % eval_every == 0 or state.step == total_steps)
+            due = has_dev and state.step in eval_steps
             if due:
                 tick = time.time()
                 state.done = evaluate()
@@ -644,5 +751,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks
             return {"run_dir": str(run_dir), "steps": state.step, "best": state.best_eval}
         if not has_dev:
             save_model(run_dir, model, tokenizer, cfg, labels, precision)
+        elif state.best_eval["step"] == 0:
+            # validate_first's score was never beaten, so nothing was saved: keep the trained model rather than none
+            log.warning("no evaluation beat the score before training (%.4f): saved the final model", state.best)
+            state.best_eval = state.dev_curve[-1]
+            save_model(run_dir, model, tokenizer, cfg, labels, precision, state.best_eval)
         # inside _Ending: the loggers' on_end comes after the final model and report, which MLflow stores
         return write_progress(finished=True)
