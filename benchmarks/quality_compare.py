@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, today, write_section  # noqa: E402
 
 from mtbert.config import finish, load_raw  # noqa: E402
+from mtbert.evaluation.evaluate import premise_checks  # noqa: E402
+from mtbert.inference.predictor import Predictor  # noqa: E402
 from mtbert.training.compare import compare, parse_methods, parse_seeds, table  # noqa: E402
 
 
@@ -43,6 +45,7 @@ def main() -> None:
     report = compare(raw, args.config, Path(args.run_dir), parse_seeds(args.seeds), parse_methods(args.methods), [None],
             args.jobs, args.rescore)
     wall = (time.time() - start) / 60
+    premise = premise_table(report, Path(args.run_dir))
     cmd = (f"python benchmarks/quality_compare.py --config {args.config} --seeds {args.seeds} --methods {args.methods}"
            f" --jobs {args.jobs} --run-dir {args.run_dir}" + (" --rescore" if args.rescore else "") + "".join(f" --set {s}" for s in args.set))
     body = f"""## Multi-task vs single-task: {args.config} (issue 15)
@@ -52,9 +55,30 @@ def main() -> None:
 - date: {today()}; this call took {wall:.0f} min of wall time (runs finished by an earlier call are reused)
 
 {table(report)}
+{premise}
 """
     write_section(args.section, body)
     print(body)
+
+
+def premise_table(report: dict, run_dir: Path) -> str:
+    """COPA's premise check (issue 15) for every run with a multiple-choice task: dev accuracy, accuracy with
+    the premises shuffled (mean of five derangements) and the gap; a model that reads the premise has a gap."""
+    rows = []
+    for run in report["runs"]:
+        tasks = [t for t, m in run["primary"].items() if m == "accuracy"]
+        predictor = None
+        for task in tasks:
+            predictor = predictor or Predictor(run_dir / run["name"])
+            if predictor.cfg.tasks[task].type != "multiple_choice":
+                continue
+            real, shuffled = premise_checks(predictor, "dev", [task], {})[task]
+            rows.append(f"| {run['name']} | {task} | {real:.3f} | {shuffled:.3f} | {real - shuffled:+.3f} |")
+    if not rows:
+        return ""
+    return "\n".join(["Premise check (multiple choice): dev accuracy, with every premise swapped for another "
+                      "item's (mean of five derangements), and the gap", "",
+                      "| run | task | accuracy | premises shuffled | gap |", "|---|---|---|---|---|", *rows, ""])
 
 
 if __name__ == "__main__":
