@@ -264,9 +264,11 @@ FLAGS = [
     Flag("export-force", exported(lambda env, b: ["export", str(env.run), "-o", str(b), "--force"]), 0),
     Flag("export-force-bundle-with-a-user-file", exported(bundle_with_a_user_file), 2,
          "files it did not write (README.md)"),
-    Flag("convert-output", lambda env: ["convert", str(env.dp_config()), "-o", str(env.folder / "converted.yaml")],
+    Flag("convert-output", lambda env: ["convert", str(env.dp_config()), "--only-tasks", "conll", "-o",
+                                         str(env.folder / "converted.yaml")],
          0),
-    Flag("convert-output-is-input", lambda env: ["convert", str(src := env.dp_config()), "-o", str(src)], 2,
+    Flag("convert-output-is-input",
+         lambda env: ["convert", str(src := env.dp_config()), "--only-tasks", "conll", "-o", str(src)], 2,
          "is the config being converted"),
 ]
 
