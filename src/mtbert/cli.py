@@ -559,11 +559,15 @@ def build_parser() -> argparse.ArgumentParser:
     config_help = "a YAML or JSON config: mtbert's, or a DeepPavlov multitask config (converted on the fly)"
     run_help = "a run dir written by mtbert train"
 
+    def config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
+        """The config a command reads and its --set overrides (train, check and compare take both)."""
+        parser.add_argument("config", help=config_help)
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help=f"override a config value, {set_help} (repeatable)")
+
     t = command("train", "train a multi-task model from a YAML or JSON config",
                 "mtbert train configs/deeppavlov_example.yaml --set training.epochs=1")
-    t.add_argument("config", help=config_help)
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set training.lr=3e-5 (repeatable)")
+    config_arguments(t, "e.g. --set training.lr=3e-5")
     t.add_argument("--run-dir", help="where to write the run (default: the config's run_dir, or runs/<config name>)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in the run dir")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
@@ -576,9 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = command("check", "what train would do with a config, without training: data sizes, labels, "
                 "truncation, steps, the schedule's task mix, a time estimate",
                 "mtbert check configs/deeppavlov_example.yaml")
-    k.add_argument("config", help=config_help)
-    k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, as train takes it (repeatable)")
+    config_arguments(k, "as train takes it")
     k.add_argument("--run-dir", help="the run dir train would write (default: the config's run_dir)")
     k.add_argument("--no-timing", action="store_true", help="skip the few timed training steps of the estimate")
     _task_selection(k)
@@ -631,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("compare", "is one shared model as good as one model per task? trains both, writes "
                 "a multi- vs single-task table",
                 "mtbert compare configs/deeppavlov_example.yaml --seeds 42,7 --methods plain,temperature --jobs 2")
-    c.add_argument("config", help=config_help)
+    config_arguments(c, "for every run of the comparison")
     c.add_argument("--seeds", help="comma-separated seeds, every run once per seed (default: the config's seed)")
     c.add_argument("--methods", default="plain",
                    help="multi-task methods, comma-separated: plain, temperature, uncertainty, distill, or several "
@@ -639,8 +641,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--modes", help="minBERT's modes, comma-separated: pretrain, finetune (their lr and frozen "
                                    "encoder presets); default: the config as it is")
     c.add_argument("--jobs", type=int, default=1, help="trainings at once, one thread each (default 1)")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value for every run of the comparison (repeatable)")
     c.add_argument("--run-dir", help="default: the config's run_dir + '-compare'; finished runs there are reused")
     c.add_argument("--overwrite", action="store_true", help="start the comparison again from nothing")
     c.add_argument("--rescore", action="store_true",

@@ -64,7 +64,8 @@ def time_steps(cfg: Config, data: dict[str, TaskData], plan: StepPlan, pad_id: i
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
-    amp = partial(autocast, resolve_precision(t.precision, device), device)
+    precision = resolve_precision(t.precision, device)
+    amp = partial(autocast, precision, device)
     model = build_model(cfg, data).to(device)
     optimizer = make_optimizer(model, cfg)
     step, per_input = {}, {}
@@ -89,7 +90,7 @@ def time_steps(cfg: Config, data: dict[str, TaskData], plan: StepPlan, pad_id: i
             tick = time.perf_counter()
             predict_task(model, name, sample, t.eval_batch_size, pad_id, td.labels, amp)
             per_input[name] = (time.perf_counter() - tick) / len(sample)
-    return {"step": step, "per_dev_input": per_input, "precision": resolve_precision(t.precision, device),
+    return {"step": step, "per_dev_input": per_input, "precision": precision, "repeats": repeats,
             "threads": torch.get_num_threads()}
 
 
@@ -139,6 +140,6 @@ def check(cfg: Config, timing: bool = True) -> str:
         eval_s = evaluations * sum(len(data[n].dev_feats) * s for n, s in timed["per_dev_input"].items())
         per_step = ", ".join(f"{n} {s:.2f} s/step" for n, s in timed["step"].items())
         lines += ["", f"estimate on this machine ({timed['threads']} thread(s), {timed['precision']}): training "
-                  f"{_minutes(train_s)}, dev evaluations {_minutes(eval_s)}; from 3 timed steps per task ({per_step})"]
+                  f"{_minutes(train_s)}, dev evaluations {_minutes(eval_s)}; from {timed['repeats']} timed steps per task ({per_step})"]
     lines += ["", "resolved config:", "", config_yaml(cfg).rstrip()]
     return "\n".join(lines)
