@@ -157,7 +157,7 @@ def run_job(job: Job, config_path: str, threads: int | None, quiet: bool) -> dic
     import torch
 
     from mtbert.evaluation.evaluate import evaluate_run
-    from mtbert.training.checkpoint import checkpoints, fingerprint, latest_fingerprint
+    from mtbert.training.start import wants_resume
     from mtbert.training.trainer import train
 
     if quiet:
@@ -172,7 +172,7 @@ def run_job(job: Job, config_path: str, threads: int | None, quiet: bool) -> dic
         if quiet:
             raw["training"]["progress"] = False
     cfg = finish(raw, config_path)
-    resume = bool(checkpoints(job.run_dir)) and latest_fingerprint(job.run_dir) == fingerprint(cfg)
+    resume = wants_resume(job.run_dir, cfg, resume=False, overwrite=False)  # train's decision, the same
     log.info("compare: %s%s", job.name, " (resumed)" if resume else "")
     start = time.time()
     summary = train(cfg, job.run_dir, resume=resume)
