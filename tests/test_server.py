@@ -125,7 +125,7 @@ def test_riseapi_copa_context_gives_the_model_the_same_text(predictor):
     exactly what it sees for the separate fields."""
     spec = predictor.cfg.tasks["mc"]
     choices = ["people liked it", "people left"]
-    joined = deeppavlov_input(spec, [["the film was bad what happened?"] * 2, choices], "x_mc item 1")
+    joined = deeppavlov_input(spec, [["the film was bad what happened?"] * 2, choices], 0)
     explicit = {"text": "the film was bad", "question": "what happened?", "choices": choices}
     assert predictor.predict("mc", [joined], True) == predictor.predict("mc", [explicit], True)
 

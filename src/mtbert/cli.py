@@ -288,7 +288,6 @@ def _split_output(out_dir: Path, task: str, split: str, fmt: str) -> Path:
 def predict_split(predictor, args) -> int:
     """Predict every task (or --task) on the config's dev/test files; minBERT csv or JSON Lines out."""
     from mtbert.data.readers import read_split
-    from mtbert.inference.common import results as answers
     from mtbert.io import atomic_write_text
 
     cfg = predictor.cfg
@@ -310,7 +309,7 @@ def predict_split(predictor, args) -> int:
         path = _split_output(out_dir, name, args.split, args.format)
         examples = read_split(cfg, name, args.split, with_labels=False, from_run=True)
         # the reader built and checked the Examples: predict them as they are, not via dicts parsed again
-        results = answers(task, predictor.labels.get(name), predictor.predict_examples(name, examples), args.probas)
+        results = predictor.answer_examples(name, examples, return_probas=args.probas)
         if args.format == "minbert":
             if task.type not in ("classification", "regression"):
                 raise UserError(f"--format minbert writes classification and regression tasks; {name} is {task.type}")
@@ -353,9 +352,7 @@ def _deeppavlov_run(args) -> dict | None:
 
 
 def cmd_predict(args) -> int:
-    from mtbert.inference.common import deeppavlov_input, read_jsonl
     from mtbert.inference.engines import load_predictor
-    from mtbert.io import atomic_write
 
     dp_raw = _deeppavlov_run(args)
     _check_predict_output(args)
@@ -377,26 +374,43 @@ def cmd_predict(args) -> int:
                         "or --split dev|test to predict the config's files")
     if args.format == "minbert":
         raise UserError("--format minbert goes with --split dev|test (it needs the ids of the minBERT files)")
+    return predict_inputs(predictor, args, dp_raw)
+
+
+def read_inputs(args, spec, deeppavlov: bool):
+    """(the input as mtbert reads it, its Example) per line of --input: the CLI's edge, where each input is
+    checked and built once (from DeepPavlov's shapes first, for a DeepPavlov config: texts,
+    [text, text_pair], tokens, [context, choices]). A wrong input names its line."""
+    from mtbert.inference.common import InputError, deeppavlov_input, read_jsonl, to_example
+
+    for index, (line_no, item) in enumerate(read_jsonl(args.input)):
+        try:
+            if deeppavlov:
+                item = deeppavlov_input(spec, item, index)
+            yield item, to_example(args.task, spec, item, index)
+        except InputError as err:
+            raise err.at(f"{args.input} line {line_no}") from None
+
+
+def predict_inputs(predictor, args, dp_raw: dict | None, chunk_size: int = 1024) -> int:
+    """--task T on --input: one JSON line out per input, the input's fields and its answer (with --format
+    deeppavlov: the chainer's out values of T, as DeepPavlov's predict prints them)."""
+    from mtbert.io import atomic_write
+
     spec = predictor._task(args.task)
+    # a DeepPavlov config is checked against the run whatever the format
     answer = _deeppavlov_answers(predictor, dp_raw, args) if dp_raw is not None else None
 
     def run(out) -> None:
-        chunk: list[tuple[int, object]] = []
+        chunk: list[tuple[object, object]] = []
 
         def flush():
-            if answer is not None:  # DeepPavlov's input shapes: texts, [text, text_pair], tokens, [context, choices]
-                chunk[:] = [(n, deeppavlov_input(spec, item, f"{args.input} line {n}")) for n, item in chunk]
-            try:
-                results = answer([item for _, item in chunk]) if args.format == "deeppavlov" else \
-                    predictor.predict(args.task, [item for _, item in chunk], return_probas=args.probas)
-            except UserError as err:
-                # name the line of the file, not the position within the chunk
-                msg = str(err)
-                if msg.startswith("input "):
-                    pos, _, rest = msg[len("input "):].partition(":")
-                    msg = f"{args.input} line {chunk[int(pos) - 1][0]}:{rest}"
-                raise UserError(msg) from None
-            for (_, item), result in zip(chunk, results, strict=True):
+            examples = [ex for _, ex in chunk]
+            if args.format == "deeppavlov":
+                results = answer([item for item, _ in chunk], examples)
+            else:
+                results = predictor.answer_examples(args.task, examples, return_probas=args.probas)
+            for (item, _), result in zip(chunk, results, strict=True):
                 if args.format == "deeppavlov":
                     out.write(json.dumps(result, ensure_ascii=False) + "\n")
                     continue
@@ -405,9 +419,9 @@ def cmd_predict(args) -> int:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             chunk.clear()
 
-        for line_no, item in read_jsonl(args.input):
-            chunk.append((line_no, item))
-            if len(chunk) >= 1024:
+        for item, example in read_inputs(args, spec, deeppavlov=dp_raw is not None):
+            chunk.append((item, example))
+            if len(chunk) >= chunk_size:
                 flush()
         if chunk:
             flush()
@@ -420,20 +434,22 @@ def cmd_predict(args) -> int:
 
 
 def _deeppavlov_answers(predictor, dp_raw: dict, args):
-    """--task T of a DeepPavlov config: a function from a batch of inputs to, per input, what DeepPavlov's
-    `predict` prints for it with --format deeppavlov: the values of the chainer's `out` variables that
-    belong to T, in `out`'s order (with DeepPavlov's ids, probabilities, floats or tags)."""
-    from mtbert.compat.deeppavlov import DeepPavlovModel, predict_deeppavlov
+    """--task T of a DeepPavlov config: a function from a batch of inputs (as sent, and as Examples) to, per
+    input, what DeepPavlov's `predict` prints for it with --format deeppavlov: the values of the chainer's `out` variables
+    that belong to T, in `out`'s order (with DeepPavlov's ids, probabilities, floats or tags). The
+    chainer is read and checked once, here."""
+    from mtbert.compat.deeppavlov import DeepPavlovModel
 
-    chain = DeepPavlovModel(predictor, dp_raw, args.config_path).chain  # the config's tasks are the run's
+    model = DeepPavlovModel(predictor, dp_raw, args.config_path)  # the config's tasks are the run's
+    chain = model.chain
     outs = [name for name in chain.outputs if chain.vars[name].task == args.task]
     if args.format == "deeppavlov" and not outs:
         raise UserError(f"--task {args.task}: none of the chainer's out variables ({', '.join(chain.outputs)}) "
                         "holds its predictions")
 
-    def answer(items: list) -> list[list]:
-        values = predict_deeppavlov(predictor, dp_raw, {chain.input_of[args.task]: items}, args.config_path)
-        return [[values[name][i] for name in outs] for i in range(len(items))]
+    def answer(items: list, examples: list) -> list[list]:
+        values = model.outputs({args.task: examples}, {chain.input_of[args.task]: items})
+        return [[values[name][i] for name in outs] for i in range(len(examples))]
 
     return answer
 

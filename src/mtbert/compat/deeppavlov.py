@@ -38,7 +38,7 @@ from mtbert.compat.dp_readers import (
 )
 from mtbert.compat.findings import Findings
 from mtbert.errors import UserError
-from mtbert.inference.common import deeppavlov_input
+from mtbert.inference.common import InputError, deeppavlov_example
 
 log = logging.getLogger("mtbert")
 
@@ -581,29 +581,12 @@ def read_chain_for_prediction(raw: dict, source: str = "config") -> tuple[dict, 
 
 def predict_deeppavlov(predictor, dp_raw: dict, inputs: dict[str, list], source: str = "config") -> dict[str, list]:
     """Predict as DeepPavlov's chainer would: `inputs` keyed by the chainer's `in` names, the result keyed by
-    its `out` names, in that order.
+    its `out` names, in that order (`DeepPavlovModel.predict`; build the model once to predict many batches).
 
     Tasks not asked (no key, or a batch of None) give [] as in DeepPavlov; a None inside a batch gives
     None at its place. Classes are ids (Hugging Face's ClassLabel order for the GLUE/SuperGLUE tasks),
     probabilities are lists in id order, regression values floats, and tags strings after the vocab."""
-    dp, chain = read_chain_for_prediction(dp_raw, source)
-    _check_model(predictor, chain, source)
-    unknown = [k for k in inputs if k not in chain.inputs]
-    if unknown:
-        raise UserError(f"inputs {', '.join(unknown)}: not in the chainer's in ({', '.join(chain.inputs)})")
-    values: dict[str, list] = {name: inputs.get(name, []) for name in chain.inputs}
-    return_probas = bool(chain.transformer.get("return_probas", False))
-    for task, var in chain.input_of.items():
-        values[chain.output_of[task]] = _predict_task(predictor, task, values.get(var) or [], return_probas)
-    for step in chain.steps:
-        for src, dst in zip(step.inputs, step.outputs, strict=True):
-            task = chain.vars[src].task
-            if step.kind == "proba2labels":
-                values[dst] = proba2labels(values[src], **step.params)
-            else:
-                labels = predictor.labels[task]
-                values[dst] = [None if row is None else [labels[i] for i in row] for row in values[src]]
-    return {name: values[name] for name in chain.outputs}
+    return DeepPavlovModel(predictor, dp_raw, source).predict(inputs)
 
 
 def _check_model(predictor, chain: Chain, source: str) -> None:
@@ -614,13 +597,13 @@ def _check_model(predictor, chain: Chain, source: str) -> None:
                             f"the trained model (it has: {', '.join(f'{n} ({t})' for n, t in predictor.tasks.items())})")
 
 
-def _predict_task(predictor, task: str, batch: list, return_probas: bool) -> list:
-    if not batch or all(x is None for x in batch):
+def _task_values(predictor, task: str, examples: list, return_probas: bool) -> list:
+    """One task's values in DeepPavlov's shape for its Examples (None for an input not asked)."""
+    if not examples or all(x is None for x in examples):
         return []  # DeepPavlov: a task with no inputs in this call gives an empty list
     spec = predictor.cfg.tasks[task]
-    where = [i for i, x in enumerate(batch) if x is not None]
-    items = [deeppavlov_input(spec, batch[i], f"task {task} input {i + 1}") for i in where]
-    preds = predictor.predict_raw(task, items)
+    where = [i for i, x in enumerate(examples) if x is not None]
+    preds = predictor.predict_examples(task, [examples[i] for i in where])
     if spec.type == "regression":
         got = [float(v) for v in preds.labels]
     elif spec.type == "sequence_labeling":
@@ -630,7 +613,7 @@ def _predict_task(predictor, task: str, batch: list, return_probas: bool) -> lis
         got = [[float(p) for p in row] for row in preds.probas]
     else:
         got = [int(i) for i in preds.ids]
-    result: list = [None] * len(batch)
+    result: list = [None] * len(examples)
     for i, value in zip(where, got, strict=True):
         result[i] = value
     return result
@@ -663,7 +646,8 @@ def proba2labels(rows: list, max_proba=None, confidence_threshold=None, top_n=No
 class DeepPavlovModel:
     """What DeepPavlov's `build_model(config)` returns, on an mtbert run: call it with one batch per
     chainer input, positionally (`None` items for tasks not asked); it returns the chainer's outputs,
-    one list per `out` name (or that list alone when there is one)."""
+    one list per `out` name (or that list alone when there is one). The chainer is read and checked
+    against the run once, here."""
 
     def __init__(self, predictor, raw: dict, source: str = "config"):
         self.predictor = predictor
@@ -671,15 +655,49 @@ class DeepPavlovModel:
         self.source = source
         _, self.chain = read_chain_for_prediction(raw, source)
         _check_model(predictor, self.chain, source)
+        self.return_probas = bool(self.chain.transformer.get("return_probas", False))
 
     def __call__(self, *batches):
         if len(batches) != len(self.chain.inputs):
             raise UserError(f"expected {len(self.chain.inputs)} inputs ({', '.join(self.chain.inputs)}), "
                             f"got {len(batches)}")
-        outputs = predict_deeppavlov(self.predictor, self.raw, dict(zip(self.chain.inputs, batches, strict=True)),
-                                     self.source)
+        outputs = self.predict(dict(zip(self.chain.inputs, batches, strict=True)))
         values = [outputs[name] for name in self.chain.outputs]
         return values[0] if len(values) == 1 else values
+
+    def predict(self, inputs: dict[str, list]) -> dict[str, list]:
+        """`predict_deeppavlov` on this model: DeepPavlov's inputs become Examples here, once."""
+        unknown = [k for k in inputs if k not in self.chain.inputs]
+        if unknown:
+            raise UserError(f"inputs {', '.join(unknown)}: not in the chainer's in ({', '.join(self.chain.inputs)})")
+        values: dict[str, list] = {name: inputs.get(name, []) for name in self.chain.inputs}
+        examples = {task: self.examples(task, values.get(var) or []) for task, var in self.chain.input_of.items()}
+        return self.outputs(examples, values)
+
+    def examples(self, task: str, batch: list) -> list:
+        """One task's batch in DeepPavlov's shapes -> Examples (None stays None)."""
+        spec = self.predictor.cfg.tasks[task]
+        try:
+            return [None if x is None else deeppavlov_example(task, spec, x, i) for i, x in enumerate(batch)]
+        except InputError as err:
+            raise err.at(f"task {task} input {err.index + 1}") from None
+
+    def outputs(self, examples: dict[str, list], values: dict[str, list] | None = None) -> dict[str, list]:
+        """The chainer's `out` values from each task's Examples (a task not in `examples` is not asked);
+        `values`: the `in` variables, as sent."""
+        values = dict(values or {})
+        for task in self.chain.input_of:
+            values[self.chain.output_of[task]] = _task_values(self.predictor, task, examples.get(task) or [],
+                                                              self.return_probas)
+        for step in self.chain.steps:
+            for src, dst in zip(step.inputs, step.outputs, strict=True):
+                task = self.chain.vars[src].task
+                if step.kind == "proba2labels":
+                    values[dst] = proba2labels(values[src], **step.params)
+                else:
+                    labels = self.predictor.labels[task]
+                    values[dst] = [None if row is None else [labels[i] for i in row] for row in values[src]]
+        return {name: values.get(name, []) for name in self.chain.outputs}
 
 
 def build_model(config: str | Path | dict, run_dir: str | Path | None = None, batch_size: int = 64,

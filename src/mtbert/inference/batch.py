@@ -15,19 +15,22 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from mtbert.data.readers import Example
 from mtbert.errors import UserError
-from mtbert.inference.common import check_unicode, read_jsonl
+from mtbert.inference.common import read_jsonl, unicode_problem
 
 
-def read_texts(source: str) -> Iterator[tuple[int, dict]]:
-    """(line number, {"text": ..., other fields}) per non-blank line of a JSON Lines file or stdin."""
+def read_texts(source: str) -> Iterator[tuple[int, dict, Example]]:
+    """(line number, {"text": ..., other fields}, the text's words as an Example) per non-blank line of a
+    JSON Lines file or stdin: the CLI's edge, where each line is checked and becomes an Example once."""
     for line_no, item in read_jsonl(source):
         record = {"text": item} if isinstance(item, str) else item
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].split():
             raise UserError(f"{source} line {line_no}: expected a non-empty text, as a JSON string or "
                             "{\"text\": \"...\"}")
-        check_unicode(record, f"{source} line {line_no}")
-        yield line_no, record
+        if problem := unicode_problem(record):  # the other fields too: they are written back out
+            raise UserError(f"{source} line {line_no}: {problem}")
+        yield line_no, record, Example(tokens=record["text"].split())
 
 
 def answered(output: Path) -> list[str]:
@@ -68,7 +71,8 @@ def predict_all_file(predictor, source: str, output: str | None, skip_existing: 
 
     if skip_existing and not output:
         raise UserError("--skip-existing continues an --output file; give --output FILE")
-    if "text" in predictor.single_text_tasks():
+    tasks = predictor.text_heads()
+    if "text" in tasks:
         raise UserError("a task named 'text' would overwrite the input text in the output; rename the task")
     out_path = Path(output) if output else None
     done = answered(out_path) if skip_existing else []
@@ -80,20 +84,13 @@ def predict_all_file(predictor, source: str, output: str | None, skip_existing: 
     skipped = len(done) if total is None else min(len(done), total)
     bar = tqdm(total=total, initial=skipped, unit="text", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     predicted = 0
-    chunk: list[tuple[int, dict]] = []
+    chunk: list[tuple[dict, Example]] = []
 
     def flush() -> None:
         nonlocal predicted
-        try:
-            answers = predictor.predict_all([r["text"] for _, r in chunk], return_probas=return_probas)
-        except UserError as err:
-            msg = str(err)  # name the file's line, not the position in the chunk
-            if msg.startswith("input "):
-                pos, _, rest = msg[len("input "):].partition(":")
-                msg = f"{source} line {chunk[int(pos) - 1][0]}:{rest}"
-            raise UserError(msg) from None
+        answers = predictor.predict_all_examples([ex for _, ex in chunk], tasks, return_probas=return_probas)
         lines = "".join(json.dumps({**record, **answer}, ensure_ascii=False) + "\n"
-                        for (_, record), answer in zip(chunk, answers, strict=True))
+                        for (record, _), answer in zip(chunk, answers, strict=True))
         out.write(lines)  # one write of whole lines, then to disk before the next chunk
         out.flush()
         if out is not sys.stdout:
@@ -103,14 +100,14 @@ def predict_all_file(predictor, source: str, output: str | None, skip_existing: 
         chunk.clear()
 
     try:
-        for n, (line_no, record) in enumerate(read_texts(source)):
+        for n, (line_no, record, example) in enumerate(read_texts(source)):
             if n < len(done):
                 if record["text"] != done[n]:
                     raise UserError(f"--skip-existing: {output} line {n + 1} answers {done[n][:40]!r}, but input "
                                     f"{source} line {line_no} is {record['text'][:40]!r}; it answers another input "
                                     "file: give another --output, or drop --skip-existing")
                 continue
-            chunk.append((line_no, record))
+            chunk.append((record, example))
             if len(chunk) >= chunk_size:
                 flush()
         if chunk:

@@ -36,42 +36,56 @@ def input_fields(spec: TaskConfig) -> list[str]:
     return fields + (["text_pair"] if spec.columns.text_pair is not None else [])
 
 
-def check_unicode(value, where: str) -> None:
-    """JSON can carry lone UTF-16 surrogates ("\\ud800") that no tokenizer can encode; name them
-    instead of failing inside the tokenizer."""
+class InputError(UserError):
+    """One input of a batch is wrong. `index` is its place in the list (from 0) and `reason` what is wrong,
+    as data: the message says "input N: reason" (N from 1), and an edge that knows the input by another
+    name (a line of a file, a riseapi argument) says that name with `at`, never by parsing the message."""
+
+    def __init__(self, index: int, reason: str, where: str | None = None):
+        self.index, self.reason = index, reason
+        super().__init__(f"{where or f'input {index + 1}'}: {reason}")
+
+    def at(self, where: str) -> InputError:
+        """The same error, the input named `where`."""
+        return InputError(self.index, self.reason, where)
+
+
+def unicode_problem(value) -> str | None:
+    """JSON can carry lone UTF-16 surrogates ("\\ud800") that no tokenizer can encode: what to say about the
+    first one in `value` (a string, or a dict or list of them), or None if there is none."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as err:
-            raise UserError(f"{where}: not valid Unicode (a lone surrogate, U+{ord(value[err.start]):04X}, "
-                            f"at character {err.start})") from None
-    elif isinstance(value, dict):
-        for v in value.values():
-            check_unicode(v, where)
-    elif isinstance(value, list):
-        for v in value:
-            check_unicode(v, where)
+            return f"not valid Unicode (a lone surrogate, U+{ord(value[err.start]):04X}, at character {err.start})"
+    elif isinstance(value, dict | list):
+        for v in value.values() if isinstance(value, dict) else value:
+            if problem := unicode_problem(v):
+                return problem
+    return None
 
 
-def to_example(task: str, spec: TaskConfig, item, i: int) -> Example:
-    """One request input (a JSON object, or a bare string for its text) -> Example; `i` counts from 1."""
+def to_example(task: str, spec: TaskConfig, item, index: int) -> Example:
+    """One input (a JSON object, or a bare string for its text) -> Example: the one place an input is checked
+    (shape and Unicode) and built, at the edge where it arrives. `index`: its place in the batch, from 0."""
     if isinstance(item, str):
         item = {"text": item}
     if not isinstance(item, dict):
-        raise UserError(f"input {i}: expected a JSON object or string, got {type(item).__name__}")
-    check_unicode(item, f"input {i}")
+        raise InputError(index, f"expected a JSON object or string, got {type(item).__name__}")
+    if problem := unicode_problem(item):
+        raise InputError(index, problem)
 
     def field(key, kind=str):
         value = item.get(key)
         if not isinstance(value, kind) or not value:
-            raise UserError(f"input {i}: task {task} ({spec.type}) needs {INPUT_FIELDS[spec.type]}; "
-                            f"'{key}' is missing or not a {kind.__name__}")
+            raise InputError(index, f"task {task} ({spec.type}) needs {INPUT_FIELDS[spec.type]}; "
+                                    f"'{key}' is missing or not a {kind.__name__}")
         return value
 
     if spec.type == "sequence_labeling":
         tokens = item.get("tokens") if "tokens" in item else field("text").split()
         if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-            raise UserError(f"input {i}: task {task} needs tokens as a non-empty list of strings")
+            raise InputError(index, f"task {task} needs tokens as a non-empty list of strings")
         return Example(tokens=tokens)
     ex = Example(text=field("text"))
     if spec.columns.text_pair is not None:
@@ -88,9 +102,10 @@ COPA_QUESTIONS = {"What was the cause of this?": "cause", "What happened as a re
                   "Что было причиной этого?": "cause", "Что случилось в результате?": "effect"}
 
 
-def deeppavlov_input(spec: TaskConfig, item, where: str):
+def deeppavlov_input(spec: TaskConfig, item, index: int):
     """One input in DeepPavlov's shape -> mtbert's input: the one translation behind the server's riseapi
-    (POST /model), `mtbert predict DP_CONFIG.json` and `compat.deeppavlov.build_model`.
+    (POST /model), `mtbert predict DP_CONFIG.json` and `compat.deeppavlov.build_model`. `index`: the
+    input's place in its batch, from 0, for an `InputError`.
 
     DeepPavlov sends a text; a pair as [text, text_pair]; tokens as a list of words; a multiple-choice
     example as [context, choices] (its COPA reader repeats the context once per choice and ends it with
@@ -99,17 +114,17 @@ def deeppavlov_input(spec: TaskConfig, item, where: str):
         return item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item
     if spec.type == "sequence_labeling":
         if not all(isinstance(t, str) for t in item):
-            raise UserError(f"{where}: expected the words as a list of strings")
+            raise InputError(index, "expected the words as a list of strings")
         return {"tokens": list(item)}
     if spec.type == "multiple_choice":
         if len(item) == 3 and isinstance(item[2], list | tuple):
             context, question, choices = item
             return {"text": context, "question": question, "choices": list(choices)}
         if len(item) != 2 or not isinstance(item[1], list | tuple):
-            raise UserError(f"{where}: expected [context, [choice, ...]] or [premise, question, [choice, ...]]")
+            raise InputError(index, "expected [context, [choice, ...]] or [premise, question, [choice, ...]]")
         context = item[0][0] if isinstance(item[0], list | tuple) and item[0] else item[0]
         if not isinstance(context, str):
-            raise UserError(f"{where}: the context must be a string")
+            raise InputError(index, "the context must be a string")
         if spec.columns.question is None:
             return {"text": context, "choices": list(item[1])}
         for sentence, question in COPA_QUESTIONS.items():
@@ -121,21 +136,24 @@ def deeppavlov_input(spec: TaskConfig, item, where: str):
         return {"text": text, "question": question, "choices": list(item[1])}
     if not all(isinstance(t, str) for t in item) or len(item) != (2 if spec.columns.text_pair is not None else 1):
         shape = "[text, text_pair]" if spec.columns.text_pair is not None else "a string or [text]"
-        raise UserError(f"{where}: expected {shape}")
+        raise InputError(index, f"expected {shape}")
     return {"text": item[0], "text_pair": item[1]} if len(item) == 2 else {"text": item[0]}
 
 
-def words_of(texts: list, i0: int = 1) -> list[Example]:
-    """predict_all's inputs: texts (or {"text": ...}) split on whitespace into words."""
-    examples = []
-    for i, text in enumerate(texts, i0):
-        if isinstance(text, dict):
-            text = text.get("text")
-        if not isinstance(text, str) or not text.split():
-            raise UserError(f"input {i}: expected a non-empty text")
-        check_unicode(text, f"input {i}")
-        examples.append(Example(tokens=text.split()))
-    return examples
+def deeppavlov_example(task: str, spec: TaskConfig, item, index: int) -> Example:
+    """One input in DeepPavlov's shape (or mtbert's) -> Example: `deeppavlov_input`, then `to_example`."""
+    return to_example(task, spec, deeppavlov_input(spec, item, index), index)
+
+
+def words_example(text, index: int) -> Example:
+    """predict_all's input: a text (or {"text": ...}) split on whitespace into words."""
+    if isinstance(text, dict):
+        text = text.get("text")
+    if not isinstance(text, str) or not text.split():
+        raise InputError(index, "expected a non-empty text")
+    if problem := unicode_problem(text):
+        raise InputError(index, problem)
+    return Example(tokens=text.split())
 
 
 def _per_label(labels: list[str], p: np.ndarray) -> dict[str, float]:
@@ -229,23 +247,16 @@ class PredictorBase:
         together for the tagging tasks in `stitched`; the other tasks read its first window."""
         raise NotImplementedError
 
+    # --- the Python edge: inputs become Examples here, once; the *_examples methods take Examples built
+    # at any edge (the server's, the CLI's, a reader's)
     def predict_raw(self, task: str, inputs: list) -> TaskPredictions:
         check_batch(inputs, "predict(task, inputs)", f"predict({task!r}, [{{}}])")
         spec = self._task(task)
-        return self.predict_examples(task, [to_example(task, spec, item, i) for i, item in enumerate(inputs, 1)])
-
-    def predict_examples(self, task: str, examples: list[Example]) -> TaskPredictions:
-        """Predictions for Examples a reader already built (e.g. the config's own test file)."""
-        spec = self._task(task)
-        if not examples:
-            return TaskPredictions(labels=[])
-        stride = self.cfg.window_stride(task)
-        examples = phrase_questions(examples, spec.questions)  # both engines read the words training read
-        return self._predict([task], examples, spec.type, self.cfg.max_length_for(task), spec.pair_encoding,
-                             stride, (task,))[task]
+        return self.predict_examples(task, [to_example(task, spec, item, i) for i, item in enumerate(inputs)])
 
     def predict(self, task: str, inputs: list, return_probas: bool = False) -> list[dict]:
-        """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request."""
+        """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request.
+        A wrong input raises `InputError`, its place in `inputs` in `index`."""
         return results(self._task(task), self.labels.get(task), self.predict_raw(task, inputs), return_probas)
 
     def predict_all(self, texts: list[str], tasks: list[str] | None = None,
@@ -258,6 +269,11 @@ class PredictorBase:
         check_batch(texts, "predict_all(texts)", "predict_all([{}])")
         if tasks is not None:
             check_batch(tasks, "predict_all(texts, tasks)", "predict_all(texts, tasks=[{}])")
+        tasks = self.text_heads(tasks)
+        return self.predict_all_examples([words_example(t, i) for i, t in enumerate(texts)], tasks, return_probas)
+
+    def text_heads(self, tasks: list[str] | None = None) -> list[str]:
+        """The tasks predict_all answers: `tasks`, checked to take a single text, or all that do."""
         shared = self.single_text_tasks()
         tasks = list(tasks) if tasks else shared
         for t in tasks:
@@ -267,7 +283,25 @@ class PredictorBase:
                                 f"(tasks answering a text: {', '.join(shared)})")
         if not tasks:
             raise UserError("this model has no task that takes a single text")
-        examples = words_of(texts)
+        return tasks
+
+    def predict_examples(self, task: str, examples: list[Example]) -> TaskPredictions:
+        """Predictions for Examples an edge (or a reader, e.g. of the config's own test file) built."""
+        spec = self._task(task)
+        if not examples:
+            return TaskPredictions(labels=[])
+        stride = self.cfg.window_stride(task)
+        examples = phrase_questions(examples, spec.questions)  # both engines read the words training read
+        return self._predict([task], examples, spec.type, self.cfg.max_length_for(task), spec.pair_encoding,
+                             stride, (task,))[task]
+
+    def answer_examples(self, task: str, examples: list[Example], return_probas: bool = False) -> list[dict]:
+        """`predict`'s answers for Examples built at an edge."""
+        return results(self._task(task), self.labels.get(task), self.predict_examples(task, examples), return_probas)
+
+    def predict_all_examples(self, examples: list[Example], tasks: list[str], return_probas: bool = False
+                             ) -> list[dict[str, dict]]:
+        """`predict_all`'s answers for word Examples (`words_example`) and the heads `text_heads` gave."""
         if not examples:
             return []
         max_length = max(self.cfg.max_length_for(t) for t in tasks)

@@ -36,9 +36,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mtbert.data.readers import Example
 from mtbert.errors import UserError
 from mtbert.inference.batching import MicroBatcher
-from mtbert.inference.common import check_unicode, deeppavlov_input, input_fields, to_example, words_of
+from mtbert.inference.common import InputError, deeppavlov_example, input_fields, to_example, words_example
 
 log = logging.getLogger("mtbert")
 
@@ -61,7 +62,7 @@ class Limits:
 # it from the spec: a text field is never empty, predict_all's texts hold a word, probas is a JSON
 # boolean (pydantic's lax mode would take "yes" or 1, which the schema calls invalid). The string
 # rules are checks after pydantic's plain `str` plus their JSON Schema: pydantic's own string
-# constraints refuse a lone surrogate with a message of their own, before check_unicode can say
+# constraints refuse a lone surrogate with a message of their own, before to_example can say
 # where it is.
 # a character str.split() keeps: not Unicode white space, nor the ASCII separators \x1c-\x1f Python
 # also splits on; predict_all splits its texts into words and refuses a text with none
@@ -157,7 +158,8 @@ class FieldError(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str
     tasks: list[str] | None = Field(None, description="with 404: the tasks this model has")
-    errors: list[FieldError] | None = Field(None, description="with 422 from request validation: every error")
+    errors: list[FieldError] | None = Field(None, description="with 422: every request validation error, or the wrong "
+                                            "input, its loc ending with its index in the list (from 0)")
 
 
 ERRORS = {404: {"model": ErrorResponse, "description": "unknown task"},
@@ -186,8 +188,6 @@ def describe_tasks(predictor) -> list[TaskInfo]:
 def _chars(value) -> int:
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, BaseModel):
-        value = value.model_dump(exclude_none=True)
     if isinstance(value, dict):
         return sum(_chars(v) for v in value.values())
     if isinstance(value, list):
@@ -197,6 +197,10 @@ def _chars(value) -> int:
 
 def _plain(item):
     return item.model_dump(exclude_none=True) if isinstance(item, BaseModel) else item
+
+
+def _strip(rows: list[dict], probas: bool) -> list[dict]:
+    return rows if probas else [{k: v for k, v in r.items() if k != "probas"} for r in rows]
 
 
 def validation_error(raw: list[dict]) -> dict:
@@ -218,32 +222,86 @@ def validation_error(raw: list[dict]) -> dict:
     return {"detail": detail, "errors": errors}
 
 
+class _Edge:
+    """Where a request's inputs become Examples: each is checked once (the limits, its task's fields,
+    Unicode) and built once, and only Examples go on to the micro-batcher and the predictor. A bad
+    request fails here, alone, before it shares a model call with others. A wrong input is a 422 that
+    names it in `detail` and gives its place in the request's list as data: `errors[0].loc` ends with
+    its index (from 0, as request validation's locs)."""
+
+    def __init__(self, predictor, limits: Limits):
+        self.predictor, self.limits = predictor, limits
+        self.tasks = list(predictor.cfg.tasks)
+        self.batcher = MicroBatcher(self._run, limits.batch_size, limits.max_wait_ms / 1000)
+
+    def _run(self, key: tuple, examples: list) -> list[dict]:
+        if key[0] == "all":
+            return self.predictor.predict_all_examples(examples, list(key[1]), return_probas=True)
+        return self.predictor.answer_examples(key[1], examples, return_probas=True)
+
+    def check_task(self, task: str) -> None:
+        if task not in self.predictor.cfg.tasks:
+            raise _HTTPError(404, f"unknown task '{task}'; this model has: {', '.join(self.tasks)}", tasks=self.tasks)
+
+    def check_count(self, n: int, what: str = "inputs") -> None:
+        if n > self.limits.max_inputs:
+            raise _HTTPError(413, f"{n} {what} in one request; the limit is {self.limits.max_inputs}: "
+                                  "split the request")
+
+    def examples(self, field: str, items: list, build, name=None) -> list[Example]:
+        """`build(item, index)` -> Example for each item of the request's `field`; `name(index)` says
+        what the message calls an input (default "input N", N from 1)."""
+        out = []
+        for i, item in enumerate(items):
+            try:
+                item = _plain(item)
+                n = _chars(item)
+                if n > self.limits.max_chars:
+                    raise InputError(i, f"{n} characters; the limit is {self.limits.max_chars} per input")
+                out.append(build(item, i))
+            except InputError as err:
+                if name is not None:
+                    err = err.at(name(i))
+                raise _HTTPError(422, str(err), errors=[{"loc": ["body", field, err.index], "msg": err.reason}]) \
+                    from None
+        return out
+
+    async def ask(self, task: str, examples: list[Example]) -> list[dict]:
+        """Queue one task's Examples. Multiple-choice inputs share calls only with inputs of as many
+        choices: one call encodes one number of choices."""
+        key: tuple = ("task", task)
+        if self.predictor.cfg.tasks[task].type == "multiple_choice":
+            counts = sorted({len(ex.choices) for ex in examples})
+            if len(counts) > 1:
+                raise UserError(f"the inputs have {' and '.join(map(str, counts))} choices; every input of task "
+                                f"{task} in one request needs the same number")
+            key = ("task", task, counts[0])
+        return await self.batcher.submit(key, examples)
+
+
 def create_app(predictor, limits: Limits | None = None, run_name: str | None = None) -> FastAPI:
     """The app for one predictor (`Predictor` or `OnnxPredictor`); `run_name` names what it serves (the run dir's
     name only: a client need not learn the server's paths)."""
-    limits = limits or Limits()
-    tasks = list(predictor.cfg.tasks)
-    info = describe_tasks(predictor)
-
-    def run(key, items: list) -> list:
-        if key[0] == "all":
-            return predictor.predict_all(items, list(key[1]) or None, return_probas=True)
-        return predictor.predict(key[1], items, return_probas=True)
-
-    batcher = MicroBatcher(run, limits.batch_size, limits.max_wait_ms / 1000)
+    edge = _Edge(predictor, limits or Limits())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
-        await batcher.close()
+        await edge.batcher.close()
 
     # FastAPI's own /docs and /redoc load their scripts from a CDN; fastapi-offline's serve the copies
     # it ships (Swagger UI 5, which reads OpenAPI 3.1), so the pages work without internet access
     app = FastAPIOffline(title="mtbert", version=_version(), lifespan=lifespan,
                          description="Multi-task BERT: every task of one trained model, from one encoder.")
-    app.state.batcher = batcher
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, read_timeout=limits.read_timeout_s)
+    app.state.batcher = edge.batcher
+    app.add_middleware(BodyLimit, max_bytes=edge.limits.max_body_bytes, read_timeout=edge.limits.read_timeout_s)
+    _add_error_handlers(app)
+    _add_routes(app, edge, run_name)
+    _add_riseapi(app, edge)
+    return app
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(_HTTPError)
     async def http_error(_request: Request, err: _HTTPError):
         return JSONResponse({"detail": err.detail, **err.extra}, status_code=err.status)
@@ -263,37 +321,10 @@ def create_app(predictor, limits: Limits | None = None, run_name: str | None = N
     async def invalid(_request: Request, err: RequestValidationError):
         return JSONResponse(validation_error(err.errors()), status_code=422)
 
-    def check_task(task: str) -> None:
-        if task not in predictor.cfg.tasks:
-            raise _HTTPError(404, f"unknown task '{task}'; this model has: {', '.join(tasks)}", tasks=tasks)
 
-    def check_inputs(items: list, what: str = "inputs") -> None:
-        if len(items) > limits.max_inputs:
-            raise _HTTPError(413, f"{len(items)} {what} in one request; the limit is {limits.max_inputs}: "
-                                  "split the request")
-        for i, item in enumerate(items, 1):
-            n = _chars(item)
-            if n > limits.max_chars:
-                raise _HTTPError(422, f"input {i}: {n} characters; the limit is {limits.max_chars} per input")
-            check_unicode(_plain(item), f"input {i}")
-
-    async def ask(task: str, inputs: list) -> list[dict]:
-        """Check the inputs as the predictor will (so a bad request fails alone, before it shares a
-        model call with others), then queue them. Multiple-choice inputs share calls only with inputs
-        of as many choices: one call encodes one number of choices."""
-        spec = predictor.cfg.tasks[task]
-        examples = [to_example(task, spec, x, i) for i, x in enumerate(inputs, 1)]
-        key: tuple = ("task", task)
-        if spec.type == "multiple_choice":
-            counts = sorted({len(ex.choices) for ex in examples})
-            if len(counts) > 1:
-                raise UserError(f"the inputs have {' and '.join(map(str, counts))} choices; every input of task "
-                                f"{task} in one request needs the same number")
-            key = ("task", task, counts[0])
-        return await batcher.submit(key, inputs)
-
-    def strip(rows: list[dict], probas: bool) -> list[dict]:
-        return rows if probas else [{k: v for k, v in r.items() if k != "probas"} for r in rows]
+def _add_routes(app: FastAPI, edge: _Edge, run_name: str | None) -> None:
+    predictor = edge.predictor
+    info = describe_tasks(predictor)
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -301,8 +332,8 @@ def create_app(predictor, limits: Limits | None = None, run_name: str | None = N
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", run=run_name, engine=getattr(predictor, "engine", "torch"), tasks=len(tasks),
-                      requests=batcher.requests, model_calls=batcher.calls)
+        return Health(status="ok", run=run_name, engine=getattr(predictor, "engine", "torch"), tasks=len(edge.tasks),
+                      requests=edge.batcher.requests, model_calls=edge.batcher.calls)
 
     @app.get("/tasks", response_model=list[TaskInfo])
     async def list_tasks() -> list[TaskInfo]:
@@ -311,27 +342,37 @@ def create_app(predictor, limits: Limits | None = None, run_name: str | None = N
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=ERRORS)
     async def predict(req: PredictRequest) -> PredictResponse:
         """Predict one task for a list of inputs (a bare string is `{"text": ...}`)."""
-        check_task(req.task)
-        check_inputs(req.inputs)
-        rows = await ask(req.task, [_plain(x) for x in req.inputs])
-        return PredictResponse(task=req.task, predictions=strip(rows, req.probas))
+        edge.check_task(req.task)
+        edge.check_count(len(req.inputs))
+        spec = predictor.cfg.tasks[req.task]
+        examples = edge.examples("inputs", req.inputs, lambda item, i: to_example(req.task, spec, item, i))
+        rows = await edge.ask(req.task, examples)
+        return PredictResponse(task=req.task, predictions=_strip(rows, req.probas))
 
     @app.post("/predict/all", response_model=PredictAllResponse, response_model_exclude_none=True, responses=ERRORS)
     async def predict_all(req: PredictAllRequest) -> PredictAllResponse:
         """Every head that reads a single text (or those in `tasks`), from one encoder pass per batch."""
         for t in req.tasks or []:
-            check_task(t)
-        check_inputs(req.texts, "texts")
-        chosen = list(dict.fromkeys(req.tasks or []))
-        words_of(req.texts)  # the predictor's own check, before batching
-        rows = await batcher.submit(("all", tuple(chosen)), list(req.texts))
-        names = chosen or predictor.single_text_tasks()
-        return PredictAllResponse(tasks=names, results=[{t: strip([r[t]], req.probas)[0] for t in names} for r in rows])
+            edge.check_task(t)
+        names = predictor.text_heads(list(dict.fromkeys(req.tasks or [])) or None)
+        edge.check_count(len(req.texts), "texts")
+        examples = edge.examples("texts", req.texts, words_example)
+        rows = await edge.batcher.submit(("all", tuple(names)), examples)
+        return PredictAllResponse(tasks=names, results=[{t: _strip([r[t]], req.probas)[0] for t in names} for r in rows])
 
+
+def _add_riseapi(app: FastAPI, edge: _Edge) -> None:
+    """DeepPavlov's riseapi: POST /model and GET /api."""
+    predictor, tasks = edge.predictor, edge.tasks
     rise_names = {f"x_{t}": t for t in tasks}
     RiseBatch = create_model(  # noqa: N806 - a model class, DeepPavlov's name for it
         "RiseBatch", __config__=ConfigDict(extra="allow"),
         **{f"f{i}": (list[RiseItem] | None, Field(None, alias=arg)) for i, arg in enumerate(rise_names)})
+
+    def examples(task: str, items: list) -> list[Example]:
+        spec = predictor.cfg.tasks[task]
+        return edge.examples(f"x_{task}", items, lambda item, i: deeppavlov_example(task, spec, item, i),
+                             name=lambda i: f"x_{task} item {i + 1}")
 
     @app.post("/model", response_model=list[list[Any]], responses=ERRORS)
     async def rise_model(batch: RiseBatch) -> list[list[Any]]:  # type: ignore[valid-type]
@@ -350,11 +391,9 @@ def create_app(predictor, limits: Limits | None = None, run_name: str | None = N
             raise _HTTPError(422, "got an empty list as a model argument")
         if len(lengths) > 1:
             raise _HTTPError(422, "got several different batch sizes: every x_<task> list needs the same length")
-        check_inputs([x for v in given.values() for x in v])
-        inputs = {task: [deeppavlov_input(predictor.cfg.tasks[task], item, f"x_{task} item {i}")
-                           for i, item in enumerate(items, 1)]
-                  for task, items in given.items()}
-        answers = await asyncio.gather(*(ask(t, x) for t, x in inputs.items()))
+        edge.check_count(sum(len(v) for v in given.values()))
+        inputs = {task: examples(task, items) for task, items in given.items()}
+        answers = await asyncio.gather(*(edge.ask(t, x) for t, x in inputs.items()))
         rows = dict(zip(inputs, answers, strict=True))
         n = lengths.pop()
         return [[_answer(rows[t][i]) if t in rows else [] for t in tasks] for i in range(n)]
@@ -363,8 +402,6 @@ def create_app(predictor, limits: Limits | None = None, run_name: str | None = N
     async def rise_api() -> list[str]:
         """riseapi: the model's argument names."""
         return list(rise_names)
-
-    return app
 
 
 def _answer(row: dict):
