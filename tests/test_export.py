@@ -235,25 +235,26 @@ def test_skip_existing_resumes_after_a_crash_and_never_predicts_twice(served_run
     inputs, out = write_inputs(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
     full = tmp_path / "full.jsonl"
     predict_all_file(predictor, str(inputs), str(full), chunk_size=2, progress=False)
-    seen: list[str] = []
-    real = predictor.predict_all
+    seen: list[str] = []  # the texts predicted, as the words predict_all_examples reads
+    real = predictor.predict_all_examples
 
-    def counting(texts, tasks=None, return_probas=False):
+    def counting(examples, tasks, return_probas=False):
         if len(seen) >= 4:
             raise Interrupted  # a crash after two chunks
-        seen.extend(texts)
-        return real(texts, tasks, return_probas)
+        seen.extend(" ".join(ex.tokens) for ex in examples)
+        return real(examples, tasks, return_probas)
 
-    predictor.predict_all = counting
+    predictor.predict_all_examples = counting
     with pytest.raises(Interrupted):
         predict_all_file(predictor, str(inputs), str(out), chunk_size=2, progress=False)
     assert read_jsonl(out) == read_jsonl(full)[:4]  # whole lines only, each chunk on disk before the next
     with open(out, "a", encoding="utf-8") as f:
         f.write('{"text": "Mary Smith likes Lon')  # and a line cut mid-write by the crash
     seen.clear()
-    predictor.predict_all = lambda texts, tasks=None, return_probas=False: seen.extend(texts) or real(texts, tasks, return_probas)
+    predictor.predict_all_examples = lambda examples, tasks, return_probas=False: \
+        seen.extend(" ".join(ex.tokens) for ex in examples) or real(examples, tasks, return_probas)
     assert predict_all_file(predictor, str(inputs), str(out), skip_existing=True, chunk_size=2, progress=False) == 3
-    assert seen == TEXTS[4:] and out.read_text() == full.read_text()
+    assert seen == [" ".join(t.split()) for t in TEXTS[4:]] and out.read_text() == full.read_text()
     seen.clear()
     assert predict_all_file(predictor, str(inputs), str(out), skip_existing=True, progress=False) == 0
     assert seen == [] and out.read_text() == full.read_text()

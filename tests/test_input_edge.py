@@ -132,3 +132,49 @@ def test_an_example_is_built_once_per_input(client, predictor, served_run, tmp_p
     built.clear()
     assert main(["-q", "predict", str(served_run), "--all", "--input", str(src)]) == 0
     assert len(built) == 3
+
+
+def dp_config(run) -> dict:
+    """A DeepPavlov chainer over the served run's multiple-choice and regression tasks."""
+    return {"chainer": {"in": ["x_mc", "x_sts"], "out": ["y_mc_pred_probas", "y_sts_pred"], "pipe": [
+        {"class_name": "multitask_pipeline_preprocessor", "in": ["x_mc", "x_sts"], "out": ["f_mc", "f_sts"],
+         "preprocessors": ["TorchTransformersMultiplechoicePreprocessor", "TorchTransformersPreprocessor"]},
+        {"class_name": "multitask_transformer", "return_probas": True, "load_path": str(run),
+         "tasks": {"mc": {"type": "multiple_choice", "options": 2}, "sts": {"type": "regression", "options": 1}},
+         "in": ["f_mc", "f_sts"], "out": ["y_mc_pred_probas", "y_sts_pred"]}]}}
+
+
+def test_one_deeppavlov_translator_for_server_cli_and_build_model(
+        client, predictor, served_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """DeepPavlov's COPA shape (the context repeated per choice, ending in the question) reaches the model
+    as the same text through POST /model, `mtbert predict DP_CONFIG.json` and `build_model`, all three
+    through common.deeppavlov_input."""
+    from mtbert.compat.deeppavlov import DeepPavlovModel
+    from mtbert.inference import common
+
+    translated = []
+    translate = common.deeppavlov_input
+    monkeypatch.setattr(common, "deeppavlov_input", lambda spec, item, index: translated.append(item) or
+                        translate(spec, item, index))
+    choices = ["people liked it", "people left"]
+    copa = [["the film was bad what happened?"] * 2, choices]
+    explicit = predictor.predict("mc", [{"text": "the film was bad", "question": "what happened?",
+                                         "choices": choices}], return_probas=True)[0]
+
+    rise = client.post("/model", json={"x_mc": [copa]})
+    assert rise.status_code == 200 and rise.json()[0][2] == explicit["label"]
+    config = tmp_path / "dp.json"
+    config.write_text(json.dumps(dp_config(served_run)))
+    model = DeepPavlovModel(predictor, dp_config(served_run))
+    probas, scores = model([copa], [None])
+    assert scores == [] and probas[0] == pytest.approx(explicit["probas"], abs=1e-5)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(copa) + "\n")
+    assert main(["predict", str(config), "--task", "mc", "--format", "deeppavlov", "--input", str(src)]) == 0
+    assert json.loads(capsys.readouterr().out)[0] == pytest.approx(explicit["probas"], abs=1e-5)
+    assert translated == [copa] * 3
+    # a wrong item is named by each edge in its own words, from the same InputError
+    assert client.post("/model", json={"x_mc": [copa, ["ctx", "no list"]]}).json()["detail"].startswith(
+        "x_mc item 2: expected [context, [choice, ...]]")
+    with pytest.raises(InputError, match=r"^task mc input 2: expected \[context"):
+        model([copa, ["ctx", "no list"]], [None, None])

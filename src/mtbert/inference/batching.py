@@ -3,7 +3,8 @@ by one model call, so throughput grows with load instead of each request paying 
 
 One worker task owns the queue and runs the model in a thread (the event loop keeps accepting
 requests meanwhile, and they form the next batch). Requests are grouped by key (the task, or the set
-of tasks of a predict-all) because one model call answers one kind of input.
+of tasks of a predict-all) because one model call answers one kind of input. The items are Examples the
+server built and checked as the request arrived (`server._Edge`): a bad input never reaches a batch.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""What every prediction engine shares and none needs torch for: checking inputs against a task, turning
-model outputs into labels, and shaping the answers. The ONNX engine is built on these; they mirror
-`Predictor`'s methods and `evaluation.evaluate.decode` one for one (tests hold the engines to the same
-answers and the same messages)."""
+"""What every prediction engine shares and none needs torch for: turning an input into an Example, once, at
+the edge where it arrives (the server, the command line, `predict` in Python: `to_example`,
+`deeppavlov_input`, `words_example`; a wrong input raises `InputError` with its index), turning model
+outputs into labels, and shaping the answers. Past the edge only Examples travel (the `*_examples`
+methods). The ONNX engine is built on these; they mirror `Predictor`'s methods and
+`evaluation.evaluate.decode` one for one (tests hold the engines to the same answers and the same
+messages)."""
 
 from __future__ import annotations
 
