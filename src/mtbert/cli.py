@@ -434,10 +434,10 @@ def predict_inputs(predictor, args, dp_raw: dict | None, chunk_size: int = 1024)
 
 
 def _deeppavlov_answers(predictor, dp_raw: dict, args):
-    """--task T of a DeepPavlov config: a function from a batch of inputs (as sent, and as Examples) to, per
-    input, what DeepPavlov's `predict` prints for it with --format deeppavlov: the values of the chainer's `out` variables
-    that belong to T, in `out`'s order (with DeepPavlov's ids, probabilities, floats or tags). The
-    chainer is read and checked once, here."""
+    """--task T of a DeepPavlov config: a function from a batch of inputs (as sent, and as Examples) to,
+    per input, what DeepPavlov's `predict` prints for it with --format deeppavlov: the values of the
+    chainer's `out` variables that belong to T, in `out`'s order (with DeepPavlov's ids, probabilities,
+    floats or tags). The chainer is read and checked against the run once, here."""
     from mtbert.compat.deeppavlov import DeepPavlovModel
 
     model = DeepPavlovModel(predictor, dp_raw, args.config_path)  # the config's tasks are the run's
