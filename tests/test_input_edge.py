@@ -13,7 +13,7 @@ from serve_fixtures import onnx_dir, served_run  # noqa: F401 - fixtures
 
 from mtbert.cli import main
 from mtbert.data.readers import Example
-from mtbert.inference.common import InputError
+from mtbert.errors import InputError
 from mtbert.inference.onnx_predictor import OnnxPredictor
 from mtbert.inference.predictor import Predictor
 from mtbert.inference.server import Limits, create_app

@@ -1,9 +1,9 @@
 """mtbert: one shared BERT-family encoder, a small head per task, trained together from one config."""
 
-from mtbert.errors import UserError
+from mtbert.errors import InputError, UserError
 
 __version__ = "0.1.0"
-__all__ = ["Callback", "RunResult", "UserError", "__version__", "evaluate", "load", "train"]
+__all__ = ["Callback", "InputError", "RunResult", "UserError", "__version__", "evaluate", "load", "train"]
 _API = ("Callback", "RunResult", "evaluate", "load", "train")
 
 

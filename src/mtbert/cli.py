@@ -381,7 +381,8 @@ def read_inputs(args, spec, deeppavlov: bool):
     """(the input as mtbert reads it, its Example) per line of --input: the CLI's edge, where each input is
     checked and built once (from DeepPavlov's shapes first, for a DeepPavlov config: texts,
     [text, text_pair], tokens, [context, choices]). A wrong input names its line."""
-    from mtbert.inference.common import InputError, deeppavlov_input, read_jsonl, to_example
+    from mtbert.errors import InputError
+    from mtbert.inference.common import deeppavlov_input, read_jsonl, to_example
 
     for index, (line_no, item) in enumerate(read_jsonl(args.input)):
         try:

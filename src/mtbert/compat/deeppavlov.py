@@ -37,8 +37,8 @@ from mtbert.compat.dp_readers import (
     unreachable_hub_tasks,
 )
 from mtbert.compat.findings import Findings
-from mtbert.errors import UserError
-from mtbert.inference.common import InputError, deeppavlov_example
+from mtbert.errors import InputError, UserError
+from mtbert.inference.common import deeppavlov_example
 
 log = logging.getLogger("mtbert")
 

@@ -18,7 +18,7 @@ import numpy as np
 from mtbert.config import TaskConfig
 from mtbert.data.multiple_choice import phrase_questions
 from mtbert.data.readers import Example
-from mtbert.errors import UserError
+from mtbert.errors import InputError, UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode, decode_rows  # noqa: F401  (re-exported for the engines)
 
 INPUT_FIELDS = {
@@ -37,20 +37,6 @@ def input_fields(spec: TaskConfig) -> list[str]:
     if spec.type == "multiple_choice":
         return fields + (["question"] if spec.columns.question is not None else []) + ["choices"]
     return fields + (["text_pair"] if spec.columns.text_pair is not None else [])
-
-
-class InputError(UserError):
-    """One input of a batch is wrong. `index` is its place in the list (from 0) and `reason` what is wrong,
-    as data: the message says "input N: reason" (N from 1), and an edge that knows the input by another
-    name (a line of a file, a riseapi argument) says that name with `at`, never by parsing the message."""
-
-    def __init__(self, index: int, reason: str, where: str | None = None):
-        self.index, self.reason = index, reason
-        super().__init__(f"{where or f'input {index + 1}'}: {reason}")
-
-    def at(self, where: str) -> InputError:
-        """The same error, the input named `where`."""
-        return InputError(self.index, self.reason, where)
 
 
 def unicode_problem(value) -> str | None:

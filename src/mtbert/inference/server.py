@@ -37,9 +37,9 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtbert.data.readers import Example
-from mtbert.errors import UserError
+from mtbert.errors import InputError, UserError
 from mtbert.inference.batching import MicroBatcher
-from mtbert.inference.common import InputError, deeppavlov_example, input_fields, to_example, words_example
+from mtbert.inference.common import deeppavlov_example, input_fields, to_example, words_example
 
 log = logging.getLogger("mtbert")
 
