@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mtbert.errors import UserError
 from mtbert.inference.batching import MicroBatcher
 from mtbert.inference.common import check_unicode, deeppavlov_input, input_fields, to_example, words_of
+from mtbert.tasks import TASK_TYPES
 
 log = logging.getLogger("mtbert")
 
@@ -107,10 +108,11 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str | int | list[str] | None = Field(None, description="class, index of the choice, or one tag per word")
+    label: str | int | list[str] | None = Field(None, description="class, index of the choice, one tag per word, "
+                                                        "or the labels of a multi-label task")
     score: float | None = Field(None, description="regression tasks")
     probas: dict[str, float] | list[float] | list[dict[str, float] | None] | None = Field(
-        None, description="per class {label: p}; per choice [p, ...]; per word [{tag: p}, ...] (null for a word "
+        None, description="per class (or label of a multi-label task) {label: p}; per choice [p, ...]; per word [{tag: p}, ...] (null for a word "
                           "the model did not see: no sub-token, or cut by long_text: truncate)")
 
 
@@ -134,7 +136,7 @@ class PredictAllResponse(BaseModel):
 
 class TaskInfo(BaseModel):
     name: str
-    type: Literal["classification", "regression", "multiple_choice", "sequence_labeling"]
+    type: Literal[TASK_TYPES]
     inputs: list[str] = Field(description="the fields one input needs")
     labels: list[str] | None
     single_text: bool = Field(description="answered by /predict/all")
@@ -284,7 +286,7 @@ def create_app(predictor, limits: Limits | None = None, run_name: str | None = N
         spec = predictor.cfg.tasks[task]
         examples = [to_example(task, spec, x, i) for i, x in enumerate(inputs, 1)]
         key: tuple = ("task", task)
-        if spec.type == "multiple_choice":
+        if examples and examples[0].choices is not None:
             counts = sorted({len(ex.choices) for ex in examples})
             if len(counts) > 1:
                 raise UserError(f"the inputs have {' and '.join(map(str, counts))} choices; every input of task "
