@@ -37,6 +37,7 @@ log = logging.getLogger("mtbert")
 # (dropout before its dense+tanh), ELECTRA (dense+gelu), DistilBERT (dense+ReLU) and DeBERTa-v2 (its own
 # pooler), and the multiple-choice heads of ELECTRA, DistilBERT and DeBERTa-v2, read [CLS] through layers
 # no mtbert head has.
+HF_REGRESSION = "regression"  # transformers' config.problem_type of a one-score head
 PARITY = 1e-4  # as the ONNX export: far above fp32 rounding, far below any mapping mistake
 
 
@@ -86,7 +87,7 @@ def _hf_config(source: Path, name: str, spec, class_name: str, labels: list[str]
     if problem_type:
         config.problem_type = problem_type  # multi_label_classification: the pipeline applies a sigmoid
     # regression: the pipeline's answer is {"label": <task>, "score": <score>}
-    names = [name] if problem_type == "regression" else labels or []
+    names = [name] if problem_type == HF_REGRESSION else labels or []
     if names:
         config.id2label = dict(enumerate(names))
         config.label2id = {label: i for i, label in enumerate(names)}
@@ -122,7 +123,7 @@ def _build(source: Path, name: str, spec, class_name: str, labels, head):
 def comparable_logits(task_type: str, head, out: torch.Tensor) -> torch.Tensor:
     """mtbert's head output in the transformers model's shape: a regression score as one logit, a `bce`
     logit z as [0, z]."""
-    if registry.get(task_type).hf_problem_type == "regression":
+    if registry.get(task_type).hf_problem_type == HF_REGRESSION:
         return out.unsqueeze(-1)
     if getattr(head, "bce", False):
         return torch.stack([torch.zeros_like(out), out], dim=-1)
