@@ -656,8 +656,8 @@ CASES = [
          "(e.g. tokens: 0, tags: 3), not 'word'", 2),
     Case("config-unknown-task-type", "config", "unknown task type (`clasification`)", TRAIN,
          train_with_config(setting("tasks.sent.type", "clasification")),
-         ERR + CFG + "tasks.sent.type: Input should be 'classification', 'regression', 'multiple_choice' or "
-         "'sequence_labeling' (got 'clasification')", 2),
+         ERR + CFG + "tasks.sent.type: Input should be 'classification', 'regression', 'multiple_choice', "
+         "'sequence_labeling' or 'multilabel' (got 'clasification')", 2),
     Case("config-bad-metric-name", "config", "unknown metric name (`acc`)", TRAIN,
          train_with_config(setting("tasks.sent.metric", ["accuracy", "acc"])),
          ERR + CFG + "tasks.sent.metric: unknown metric 'acc'; use one of accuracy, f1, … or 'module:function'", 2),

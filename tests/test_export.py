@@ -130,9 +130,9 @@ def minilm_run(tmp_path_factory) -> Path:
     paraphrase classifier. Its answers spread like a trained model's, which a tiny random BERT's
     do not (there int8 noise is as large as the differences between inputs)."""
     from mtbert.modeling.encoder import load_encoder, load_tokenizer
-    from mtbert.modeling.heads import build_head
     from mtbert.modeling.model import MultiTaskModel
     from mtbert.rundir import save_model
+    from mtbert.tasks import build_head
 
     pair = {"dev": "glue/stsb/dev.tsv", "pair_encoding": "separate", "pair_combine": "sbert", "pooling": "mean",
             "columns": {"text": "sentence1", "text_pair": "sentence2", "label": "score"}}

@@ -17,7 +17,9 @@ from mtbert.evaluation.metrics import (
     f1,
     f1_macro,
     get_metric,
+    macro_f1,
     mcc,
+    micro_f1,
     ner_f1,
     pearson,
     resolve_custom,
@@ -31,9 +33,12 @@ PRED = [0, 1, 0, 0]  # TP=1 TN=2 FP=0 FN=1 for class 1
 
 def test_every_metric_is_covered_here():
     """A new metric must get hand-computed tests in this file."""
-    assert set(METRICS) == {"accuracy", "f1", "f1_macro", "mcc", "pearson", "spearman", "roc_auc", "ner_f1"}
+    assert set(METRICS) == {"accuracy", "f1", "f1_macro", "mcc", "pearson", "spearman", "roc_auc", "ner_f1",
+                            "micro_f1", "macro_f1"}
     for names in METRICS_FOR_TYPE.values():
         assert set(names) <= set(METRICS)
+    # every metric scores some task type: the config knows metric names from the types (mtbert.tasks)
+    assert set().union(*METRICS_FOR_TYPE.values()) == set(METRICS)
     for name, fn in METRICS.items():
         assert get_metric(name) is fn
 
@@ -175,3 +180,14 @@ def test_custom_metric_resolution_errors():
         resolve_custom("no_such_module_xyz:f")
     with pytest.raises(UserError, match="module 'math' has no function 'pi'"):
         resolve_custom("math:pi")
+
+
+def test_multilabel_f1_micro_and_macro():
+    """Two labels over three examples. Label 0: gold 1,1,0, predicted 1,0,0 (TP 1, FN 1: F1 2/3).
+    Label 1: gold 0,1,1, predicted 1,1,1 (TP 2, FP 1: F1 4/5). Pooled: TP 3, FP 1, FN 1: micro F1 3/4."""
+    gold = [[1, 0], [1, 1], [0, 1]]
+    pred = [[1, 1], [0, 1], [0, 1]]
+    assert micro_f1(gold, pred) == pytest.approx(0.75)
+    assert macro_f1(gold, pred) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # a label never gold and never predicted scores 0 in the macro mean (sklearn's zero_division=0), no warning
+    assert macro_f1([[1, 0]], [[1, 0]]) == pytest.approx(0.5)

@@ -9,13 +9,14 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from mtbert.config import validate
+from mtbert.data.encoding import Feature
 from mtbert.data.features import collate, encode, length_grouped_batches
 from mtbert.data.readers import Example
 from mtbert.data.schedule import BatchStream, TaskSchedule, minbert_sequence
 from mtbert.modeling.encoder import resolve_backbone
-from mtbert.modeling.heads import build_head
 from mtbert.modeling.minbert import MinBert
 from mtbert.modeling.model import MultiTaskModel
+from mtbert.tasks import build_head
 
 SENTENCES = ["A man is playing a guitar.", "Short.", "The quick brown fox jumps over the lazy dog by the river bank."]
 PAIRS = ["Someone plays music.", "Tiny", "A fox."]
@@ -111,7 +112,7 @@ def test_minbert_heads_shapes_loss_and_learning(kind, tiny_bert):
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     torch.manual_seed(0)
     encoder = MinBert.from_pretrained(tiny_bert)
-    head = build_head(task, encoder.config.hidden_size, labels, target_mean=1.0)
+    head = build_head(task, encoder.config.hidden_size, labels, train_feats=[Feature([], [], 1.0)])  # target mean 1
     model = MultiTaskModel(encoder, {"t": head}, {"t": task.type})
     if kind == "sentiment":
         examples = [Example(text=s, label=str(i % 3)) for i, s in enumerate(SENTENCES * 2)]
@@ -221,7 +222,7 @@ def test_modes_are_presets_on_freeze_encoder_and_lr():
 def test_sbert_pair_combine_adds_interaction_features(tiny_bert):
     task = _task(type="regression", pair_encoding="separate", pair_combine="sbert",
                  columns={"text": 0, "text_pair": 1, "label": 2})
-    head = build_head(task, 32, None, target_mean=2.5)
+    head = build_head(task, 32, None, train_feats=[Feature([], [], 2.0), Feature([], [], 3.0)])  # mean 2.5
     assert head.out.in_features == 4 * 32 and head.out.bias.item() == 2.5
     head.eval()
     hidden = torch.randn(6, 5, 32)  # 3 pairs, each text encoded alone

@@ -277,10 +277,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-MINBERT_HEADERS = {"classification": "Predicted_Sentiment", "pair": "Predicted_Is_Paraphrase",
-                   "regression": "Predicted_Similiary"}  # sic: the minBERT project's spelling
-
-
 def _split_output(out_dir: Path, task: str, split: str, fmt: str) -> Path:
     return out_dir / (f"{task}-{split}-output.csv" if fmt == "minbert" else f"{task}-{split}-predictions.jsonl")
 
@@ -289,6 +285,7 @@ def predict_split(predictor, args) -> int:
     """Predict every task (or --task) on the config's dev/test files; minBERT csv or JSON Lines out."""
     from mtbert.data.readers import read_split
     from mtbert.io import atomic_write_text
+    from mtbert.tasks import registry
 
     cfg = predictor.cfg
     out_dir = Path(args.output or ".")
@@ -311,10 +308,11 @@ def predict_split(predictor, args) -> int:
         # the reader built and checked the Examples: predict them as they are, not via dicts parsed again
         results = predictor.answer_examples(name, examples, return_probas=args.probas)
         if args.format == "minbert":
-            if task.type not in ("classification", "regression"):
-                raise UserError(f"--format minbert writes classification and regression tasks; {name} is {task.type}")
-            kind = "pair" if task.type == "classification" and task.columns.text_pair is not None else task.type
-            lines = [f"id \t {MINBERT_HEADERS[kind]} "]
+            headers = registry.get(task.type).minbert_headers
+            if not headers:
+                writers = " and ".join(t.name for t in registry.all() if t.minbert_headers)
+                raise UserError(f"--format minbert writes {writers} tasks; {name} is {task.type}")
+            lines = [f"id \t {headers['pair' if task.columns.text_pair is not None else 'single']} "]
             for ex, r in zip(examples, results, strict=True):
                 value = r["score"] if "score" in r else r["label"]
                 lines.append(f"{ex.id if ex.id is not None else ex.line} , {value} ")

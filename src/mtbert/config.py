@@ -25,12 +25,13 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from mtbert.errors import UserError
-from mtbert.tasks import TASK_TYPES, check_metric_fits, check_metric_name, default_metrics
+from mtbert.tasks import TASK_TYPES, check_metric_fits, check_metric_name, default_metrics, registry
 
 Column = int | str
 LOGGERS = ("tensorboard", "mlflow")  # training.loggers; training/loggers.py builds one of each
@@ -57,8 +58,10 @@ class Columns(_Strict):
     id: Column | None = None  # carried into prediction files (the minBERT format needs it)
 
 
-class TaskConfig(_Strict):
-    type: Literal["classification", "regression", "multiple_choice", "sequence_labeling"]
+class _TaskConfig(_Strict):
+    """A task's config; `TaskConfig` below is this with the keys the task types add (TaskType.fields)."""
+
+    type: Literal[TASK_TYPES]  # the registered task types (mtbert.tasks)
     # reading
     format: Literal["tsv", "csv", "jsonl", "conll", "hf"] = "tsv"
     train: str | None = None
@@ -112,9 +115,22 @@ class TaskConfig(_Strict):
     rotate_choices: bool = False
 
     @model_validator(mode="after")
+    def _options_of_the_type(self):
+        """A key only some task types read (TaskType.options), set on a task of another type, is refused."""
+        for task_type in registry.all():
+            if task_type.name == self.type:
+                continue
+            for key in task_type.options:
+                if key in registry.get(self.type).options or key not in self.model_fields_set:
+                    continue
+                if getattr(self, key) == type(self).model_fields[key].default:
+                    continue
+                owners = [t.name for t in registry.all() if key in t.options]
+                raise ValueError(f"{key} applies to {' and '.join(owners)} tasks, not {self.type}; remove it")
+        return self
+
+    @model_validator(mode="after")
     def _all_subtokens_for_words(self):
-        if self.label_all_subtokens and self.type != "sequence_labeling":
-            raise ValueError(f"label_all_subtokens applies to sequence_labeling tasks, not {self.type}; remove it")
         if self.label_all_subtokens and self.teacher:
             raise ValueError("label_all_subtokens with a teacher: the teacher's tags sit on first sub-tokens only; "
                              "remove one of them")
@@ -167,8 +183,6 @@ class TaskConfig(_Strict):
         if self.format == "conll":
             c.tokens = 0 if c.tokens is None else c.tokens
             c.tags = -1 if c.tags is None else c.tags
-            if self.type != "sequence_labeling":
-                raise ValueError(f"format 'conll' holds tagged tokens; it needs type 'sequence_labeling', not '{self.type}'")
             for key in ("tokens", "tags"):
                 value = getattr(c, key)
                 if isinstance(value, str) and not re.fullmatch(r"\s*-?\d+\s*", value):
@@ -177,13 +191,12 @@ class TaskConfig(_Strict):
         if self.delimiter and (len(self.delimiter) != 1 or self.delimiter in "\r\n") and self.format in ("tsv", "csv"):
             raise ValueError(f"delimiter {self.delimiter!r}: {self.format} files need a single character other than "
                              "a line break, e.g. \"\\t\" or \",\"")
-        needed = {
-            "classification": ["text", "label"],
-            "regression": ["text", "label"],
-            "multiple_choice": ["text", "choices", "label"],
-            "sequence_labeling": ["tokens", "tags"],
-        }[self.type]
-        for name in needed:
+        task_type = registry.get(self.type)
+        if self.format not in task_type.formats:
+            readers = [t.name for t in registry.all() if self.format in t.formats]
+            raise ValueError(f"format '{self.format}' holds tagged tokens; it needs type '{readers[0]}', not "
+                             f"'{self.type}'")
+        for name in task_type.columns:
             if getattr(c, name) is None:
                 raise ValueError(
                     f"columns.{name} is required for {self.type} tasks; name the column "
@@ -191,22 +204,7 @@ class TaskConfig(_Strict):
                 )
         if self.pair_encoding == "separate" and c.text_pair is None:
             raise ValueError("pair_encoding 'separate' encodes text and text_pair apart; columns.text_pair is required")
-        if self.loss == "bce" and self.type != "classification":
-            raise ValueError(f"loss 'bce' is for two-class classification, not {self.type}")
-        if self.output_activation != "none" and self.type != "regression":
-            raise ValueError(f"output_activation applies to regression tasks, not {self.type}")
-        if self.type != "multiple_choice":
-            if self.questions is not None or self.rotate_choices:
-                key = "questions" if self.questions is not None else "rotate_choices"
-                raise ValueError(f"{key} applies to multiple_choice tasks, not {self.type}; remove it")
-        elif self.questions is not None and c.question is None:
-            raise ValueError("questions rephrases the question column; name it in columns.question, or remove questions")
-        if self.type != "sequence_labeling":
-            for key in ("long_text", "window_stride"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} applies to sequence_labeling tasks, not {self.type}; remove it")
-        elif self.long_text is None:
-            self.long_text = "window"
+        task_type.check(self)
         if self.window_stride is not None and self.long_text == "truncate":
             raise ValueError("window_stride applies to long_text 'window', not 'truncate'; remove one of them")
         if self.format == "hf" and not self.hf_path:
@@ -220,6 +218,10 @@ class TaskConfig(_Strict):
         if self.metric is None:
             return default_metrics(self.type)
         return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+
+TaskConfig = create_model("TaskConfig", __base__=_TaskConfig, __module__=__name__,
+                          **{key: spec for task_type in registry.all() for key, spec in task_type.fields.items()})
 
 
 class TrainingConfig(_Strict):
@@ -422,7 +424,7 @@ class Config(_Strict):
         or None when the task reads only the first `max_length` sub-tokens (`long_text: truncate`, and
         every task other than sequence labeling). `max_length`: the windows' length, if not the task's."""
         spec = self.tasks[task]
-        if spec.type != "sequence_labeling" or spec.long_text != "window":
+        if not registry.get(spec.type).windows or spec.long_text != "window":
             return None
         return spec.window_stride or (max_length or self.max_length_for(task)) // 2
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 from mtbert.config import Config
 from mtbert.modeling.encoder import HUB_NAMES
+from mtbert.tasks import registry
 from mtbert.training.report import results_table
 
 # the hub's task for each task type (its STS-B models are text-classification with one regression output)
-HUB_TASKS = {"classification": "text-classification", "regression": "text-classification",
-             "multiple_choice": "multiple-choice", "sequence_labeling": "token-classification"}
 PIPELINES = {"text-classification", "token-classification"}  # the types transformers' pipeline() runs
 HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
@@ -38,13 +37,13 @@ def _front_matter(cfg: Config, tasks: list[str], record: dict | None, model_name
 
     # dataset type: the hub's dataset id where the task reads one, else the task's name; the hub merges the
     # results of one task type on one dataset type, and two tasks of a run must stay two results
-    results = [EvalResult(task_type=HUB_TASKS[cfg.tasks[t].type], task_name=t,
+    results = [EvalResult(task_type=registry.get(cfg.tasks[t].type).hub_task, task_name=t,
                           dataset_type=cfg.tasks[t].hf_path or t,
                           dataset_name=cfg.tasks[t].dataset or t, dataset_config=cfg.tasks[t].hf_name,
                           dataset_split="validation", metric_type=metric, metric_name=metric, metric_value=value)
                for t in tasks for metric, value in ((record or {}).get("dev", {}).get(t) or {}).items()]
     datasets = sorted({cfg.tasks[t].hf_path for t in tasks if cfg.tasks[t].hf_path})
-    data = ModelCardData(library_name=library, tags=["mtbert", "multi-task", *sorted({HUB_TASKS[cfg.tasks[t].type]
+    data = ModelCardData(library_name=library, tags=["mtbert", "multi-task", *sorted({registry.get(cfg.tasks[t].type).hub_task
                                                                                        for t in tasks})],
                          base_model=hub_name(cfg.backbone), datasets=datasets or None,
                          eval_results=results or None, model_name=model_name, pipeline_tag=pipeline_tag)
@@ -75,15 +74,7 @@ def _scores(cfg: Config, tasks: list[str], record: dict | None) -> list[str]:
 def example_input(cfg: Config, task: str):
     """One input of the task as `mtbert predict` and `Predictor.predict` take it."""
     spec = cfg.tasks[task]
-    if spec.type == "multiple_choice":
-        item = {"text": "The man broke his toe.", "choices": ["He dropped a hammer on his foot.",
-                                                            "He got a hole in his sock."]}
-        return {**item, "question": "cause"} if spec.columns.question is not None else item
-    if spec.type == "sequence_labeling":
-        return "John lives in Paris"
-    if spec.columns.text_pair is not None:
-        return {"text": "A man is playing a guitar.", "text_pair": "A man plays the guitar."}
-    return "a gripping , funny film"
+    return registry.get(spec.type).example_input(spec)
 
 
 def _tasks_table(cfg: Config, labels: dict) -> list[str]:
@@ -91,10 +82,7 @@ def _tasks_table(cfg: Config, labels: dict) -> list[str]:
     for name, spec in cfg.tasks.items():
         names = labels.get(name)
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "") if names else ""
-        head = "token tags" if spec.type == "sequence_labeling" else (
-            f"{spec.pooling} pooling" + (f", pair {spec.pair_encoding}" if spec.columns.text_pair is not None else "")
-            + (", bce" if spec.loss == "bce" else "") + (f", {spec.output_activation}"
-                                                         if spec.output_activation != "none" else ""))
+        head = registry.get(spec.type).head_summary(spec)
         rows.append(f"| {name} | {spec.type} | {shown} | {head} |")
     return rows
 
@@ -102,7 +90,7 @@ def _tasks_table(cfg: Config, labels: dict) -> list[str]:
 def run_card(cfg: Config, run_dir: Path, labels: dict, record: dict | None, precision: str | None,
              model_type: str) -> str:
     """The card of a run's saved model (`model/README.md`)."""
-    from mtbert.inference.hf_export import AUTO_CLASSES, hf_class
+    from mtbert.inference.hf_export import hf_class
 
     tasks = list(cfg.tasks)
     first = tasks[0]
@@ -122,14 +110,14 @@ def run_card(cfg: Config, run_dir: Path, labels: dict, record: dict | None, prec
             lines += [f"- `{name}`: not exportable. {why_not}"]
             continue
         lines += [f"- `{name}` ({class_name}): `mtbert export {run_dir} --format hf --task {name} -o {name}-hf`, "
-                  f"then `{AUTO_CLASSES[cfg.tasks[name].type]}.from_pretrained(\"{name}-hf\")`"]
+                  f"then `{registry.get(cfg.tasks[name].type).hf_auto_class}.from_pretrained(\"{name}-hf\")`"]
     return _front_matter(cfg, tasks, record, run_dir.name, "mtbert") + "\n" + "\n".join(lines) + "\n"
 
 
 def task_card(cfg: Config, task: str, class_name: str, auto_class: str, record: dict | None, out_dir: Path) -> str:
     """The card of one task exported for transformers."""
     spec = cfg.tasks[task]
-    hub_task = HUB_TASKS[spec.type]
+    hub_task = registry.get(spec.type).hub_task
     folder = out_dir.name
     lines = [f"# {task}", "",
              f"The `{task}` task ({spec.type}) of a multi-task model trained with mtbert on a shared `{cfg.backbone}` "
@@ -142,13 +130,8 @@ def task_card(cfg: Config, task: str, class_name: str, auto_class: str, record: 
         lines += ["", "from transformers import pipeline", "",
                   f"print(pipeline({hub_task!r}, model={folder!r})({_pipeline_input(cfg, task)!r}))"]
     lines += ["```", ""]
-    if spec.type == "regression":
-        lines += ["The pipeline's `score` is the predicted value (config.json says `problem_type: regression`, so "
-                  "no sigmoid is applied).", ""]
-    if spec.type == "multiple_choice":
-        lines += ["Inputs are (batch, choices, sequence): encode each choice as the pair (context, choice), as "
-                  "mtbert did in training" + (" (the context is the text, a space and the question)"
-                                               if spec.columns.question is not None else "") + ".", ""]
+    note = registry.get(spec.type).hf_card_note(spec)
+    lines += [note, ""] if note else []
     return _front_matter(cfg, [task], record, task, "transformers",
                          hub_task if hub_task in PIPELINES else None) + "\n" + "\n".join(lines) + "\n"
 

@@ -41,9 +41,9 @@ from mtbert.config import Config
 from mtbert.errors import UserError
 from mtbert.io import atomic_write_dir, atomic_write_text, leftover_of, old_dir, resolve_dir
 from mtbert.modeling.encoder import load_saved_encoder
-from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.runfiles import RUN_FIX, read_labels, read_saved_config
+from mtbert.tasks import build_head
 from mtbert.training.checkpoint import CHECKPOINT
 
 log = logging.getLogger("mtbert")
@@ -252,7 +252,7 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
     check_vocabulary(tokenizer, path / "encoder", cfg.backbone)
     hidden = encoder.config.hidden_size
     heads = {name: build_head(task, hidden, labels.get(name)) for name, task in cfg.tasks.items()}
-    model = MultiTaskModel(encoder, heads, {n: t.type for n, t in cfg.tasks.items()})
+    model = MultiTaskModel(encoder, heads, dict(cfg.tasks))
     state = _read_safetensors(path / "heads.safetensors")
     for name, head in model.heads.items():
         prefix = f"{name}."

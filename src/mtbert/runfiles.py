@@ -14,10 +14,10 @@ import yaml
 
 from mtbert.config import Config, validate
 from mtbert.errors import UserError
+from mtbert.tasks import registry
 
 RUN_FIX = "restore it from a copy of the run, or train the run again"
 BUNDLE_FIX = "export the bundle again (mtbert export RUN_DIR -o FOLDER)"
-LABELLED = ("classification", "sequence_labeling")  # the task types whose labels.json entry names the classes
 
 
 def read_text(file: Path, fix: str) -> str:
@@ -65,7 +65,7 @@ def read_labels(file: Path, cfg: Config, fix: str) -> dict[str, list[str]]:
     """labels.json: for each classification and sequence-labeling task of `cfg`, its distinct label names."""
     labels = read_json(file, fix)
     for name, task in cfg.tasks.items():
-        if task.type not in LABELLED:
+        if not registry.get(task.type).label_names:  # its labels.json entry names the classes
             continue
         names = labels.get(name)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):

@@ -12,12 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mtbert.compat.findings import Findings
+from mtbert.tasks import registry
 
 # what a chainer variable holds
 INPUT, FEATURES, GOLD, GOLD_IDS = "input", "features", "gold", "gold_ids"
 PROBAS, IDS, ID_LISTS, VALUES, TAG_IDS, TAGS = "probas", "ids", "id_lists", "values", "tag_ids", "tags"
 
-TASK_TYPES = ("classification", "regression", "multiple_choice", "sequence_labeling")
+# DeepPavlov's multitask_transformer task types; mtbert registers its own under the same names (mtbert.tasks)
+TASK_TYPES = tuple(t for t in ("classification", "regression", "multiple_choice", "sequence_labeling")
+                   if t in registry)
 # the preprocessor DeepPavlov needs for each task type
 PREPROCESSORS = {
     "TorchTransformersPreprocessor": ("classification", "regression"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mtbert.data.readers import Example
+from mtbert.data.example import Example
 
 
 def phrase_questions(examples: list[Example], questions: dict[str, str] | None) -> list[Example]:

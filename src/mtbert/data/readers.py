@@ -9,54 +9,25 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import random
 import re
 import sys
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mtbert.config import Config, TaskConfig
+from mtbert.data.example import NUMBER, BadRow, Example  # noqa: F401  (Example: re-exported)
+from mtbert.data.example import short as _short
 from mtbert.errors import UserError
+from mtbert.tasks import registry
 
 log = logging.getLogger("mtbert")
 
 csv.field_size_limit(sys.maxsize)  # real files have long cells (1 MB lines included)
 
 IOB2_TAG = re.compile(r"^(O|[BI]-.+)$")
-
-
-@dataclass
-class Example:
-    """One input with its gold label. `label` is a string (classification), a float (regression), the
-    index of the right choice (multiple_choice) or a list of tags (sequence_labeling)."""
-
-    text: str | None = None
-    text_pair: str | None = None
-    question: str | None = None
-    choices: list[str] | None = None
-    tokens: list[str] | None = None
-    label: Any = None
-    source: str = ""
-    line: int = 0
-    id: str | None = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.source} line {self.line}" if self.line else self.source
-
-
-class BadRow(Exception):
-    """A row that cannot become an Example; the reader adds file and line. `missing`: the keys a JSON
-    record lacks, and `has` the keys it holds, so a mapping no row fits can be told apart from a bad row."""
-
-    def __init__(self, message: str, missing: tuple = (), has: tuple = ()):
-        super().__init__(message)
-        self.missing, self.has = missing, has
 
 
 class ColumnNotInHeader(UserError):
@@ -89,108 +60,9 @@ def _column_index(spec, header: list[str] | None, key: str, source: str, task: s
 
 
 def _row_to_example(task: TaskConfig, get) -> Example:
-    """Build an Example from a row, `get(key)` returning the raw value of a mapped column."""
-    c = task.columns
-    ex = Example()
-    if task.type == "sequence_labeling":
-        tokens, tags = get("tokens"), get("tags")
-        if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
-            raise BadRow("tokens and tags must be lists of the same length")
-        ex.tokens = [_word(t, "token") for t in tokens]
-        ex.label = [_word(t, "tag") for t in tags]
-        return ex
-    ex.text = _text(get("text"), "text")
-    if c.text_pair is not None:
-        ex.text_pair = _text(get("text_pair"), "text_pair")
-    if task.type == "multiple_choice":
-        if c.question is not None:
-            ex.question = _text(get("question"), "question")
-        ex.choices = [_text(v, "choice") for v in get("choices")]
-        # one choice is no choice (its softmax is 1 whatever the model says); it is also what a JSON string
-        # under `choices: [key]` becomes
-        if len(ex.choices) < 2:
-            shown = f" ({_short(ex.choices[0])})" if ex.choices else ""
-            raise BadRow(f"{len(ex.choices)} choice(s){shown}; a multiple-choice example needs at least 2: a JSON "
-                         "list of strings under one key, or one key (column) per choice under columns.choices")
-    if c.id is not None:
-        ex.id = str(get("id")).strip()
-    if c.label is None:  # unlabeled inputs (e.g. minBERT's *-test-student.csv), read for prediction
-        return ex
-    raw_label = get("label")
-    if raw_label is None or (isinstance(raw_label, str) and not raw_label.strip()):
-        raise BadRow("blank label")
-    if task.type == "regression":
-        ex.label = _number(raw_label, "a number")
-    elif task.type == "multiple_choice":
-        index = _number(raw_label, "a choice index")
-        if not index.is_integer():
-            raise BadRow(f"label {raw_label!r} is not a whole choice index")
-        ex.label = int(index)
-        if not 0 <= ex.label < len(ex.choices):
-            raise BadRow(f"label {ex.label} is not the index of one of the {len(ex.choices)} choices")
-    else:
-        if isinstance(raw_label, (dict, list)):
-            raise BadRow(f"label {_short(raw_label)} is {_json_kind(raw_label)}; a class label is a string or a number")
-        # 1.0 and 1 are the same class (the minBERT Quora file writes 0.0/1.0); JSON true/false are the
-        # classes 'True'/'False', as Hugging Face's ClassLabel names them (BoolQ)
-        label = str(raw_label).strip()
-        ex.label = label[:-2] if re.fullmatch(r"-?\d+\.0", label) else label
-    return ex
-
-
-def _short(value) -> str:
-    """A value for a message: its repr, cut to 60 characters (a bad cell may be a whole line)."""
-    text = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)  # true, as the file says
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _word(value, name: str) -> str:
-    """A token or tag of a JSON Lines / datasets record: a string (or a number, as tag ids often are)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise BadRow(f"{name} {_short(value)} is {_json_kind(value)}, not a string")
-    return str(value)
-
-
-def _text(value, name: str) -> str:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise BadRow(f"empty {name}")
-    if not isinstance(value, str):  # JSON Lines: {"x": 1}, [..], true or 3 would be read as their repr
-        raise BadRow(f"{name} is {_json_kind(value)}, not a string; write the {name} as a JSON string")
-    if not any(unicodedata.category(c)[0] not in INVISIBLE for c in value):
-        raise BadRow(f"{name} {_short(value)} has no visible character (only control, zero-width or space "
-                     "characters); the tokenizer would see an empty text")
-    return value
-
-
-# Unicode categories with no glyph: C* (control, format such as U+200B zero-width space, U+FEFF, private
-# use, unassigned) and Z* (separators). A text of only these tokenises to nothing but [CLS] [SEP].
-INVISIBLE = "CZ"
-
-
-def _json_kind(value) -> str:
-    kinds = ((type(None), "JSON null"), (bool, "a JSON boolean"), (dict, "a JSON object"), (list, "a JSON list"), ((int, float), "a JSON number"))
-    return next((name for types, name in kinds if isinstance(value, types)), type(value).__name__)
-
-
-# A number as people write it in a data file: ASCII digits, optional sign, point and exponent. Python's
-# float() also takes '1_000', ' 1e3', 'infinity' and non-ASCII digits ('١'), which are typos here.
-NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
-
-
-def _number(raw, what: str) -> float:
-    """A label cell or JSON value as a finite float; a JSON boolean is not a number (float(True) is 1.0)."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        raise BadRow(f"label {_short(raw)} is {_json_kind(raw)}, not {what}")
-    if isinstance(raw, str) and not NUMBER.fullmatch(raw.strip()):
-        finite_word = raw.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity")
-        raise BadRow(f"label {_short(raw)} is not {what}" if finite_word else f"label {raw!r} is not a finite number")
-    try:
-        value = float(raw)
-    except OverflowError:  # a JSON integer with 400 digits
-        raise BadRow(f"label {_short(raw)} is not {what}") from None
-    if not math.isfinite(value):
-        raise BadRow(f"label {raw!r} is not a finite number")
-    return value
+    """Build an Example from a row, `get(key)` returning the raw value of a mapped column (the task type's
+    `row_to_example`)."""
+    return registry.get(task.type).row_to_example(task, get)
 
 
 def _read_delimited(path: Path, task: TaskConfig, name: str) -> Iterator[tuple[int, Any]]:
@@ -392,7 +264,7 @@ def _read_hf(cfg: Config, task: TaskConfig, split: str, name: str) -> Iterator[t
     cols = task.columns.model_dump(exclude_none=True)
     names = {}
     for key, spec in cols.items():
-        if key == "label" and task.type == "multiple_choice":
+        if key == "label" and not registry.get(task.type).label_names:
             continue  # a choice index stays an index (super_glue COPA's ClassLabel names are choice1/choice2)
         feature = ds.features.get(spec) if isinstance(spec, str) else None
         inner = getattr(feature, "feature", feature)  # Sequence(ClassLabel) for NER tags
@@ -454,7 +326,7 @@ def read_split(cfg: Config, name: str, split: str, path_override: str | None = N
     `from_run`: the config is a loaded run's, whose paths may name any file of the user's (/etc/passwd):
     an error then quotes no more of the file than the offending field."""
     task = cfg.tasks[name]
-    if not with_labels and task.type != "sequence_labeling":
+    if not with_labels:
         task = task.model_copy(update={"columns": task.columns.model_copy(update={"label": None})})
     if task.format == "hf" and path_override is None:
         source, rows = f"{task.hf_path}:{getattr(task, split)}", _read_hf(cfg, task, split, name)
@@ -506,7 +378,7 @@ def read_split(cfg: Config, name: str, split: str, path_override: str | None = N
         log.warning("tasks.%s: skipped %d bad row(s) in %s (first: %s)", name, skipped, source, first_bad)
     if not examples:
         raise UserError(f"{source}: no usable examples for task {name}")
-    if headerless and with_labels and task.type == "classification" and not task.labels:
+    if headerless and with_labels and registry.get(task.type).one_class_per_row and not task.labels:
         _refuse_header_as_class(examples, first_line, split, name)
     if split == "train" and task.max_train_examples and len(examples) > task.max_train_examples:
         rng = random.Random(cfg.seed)

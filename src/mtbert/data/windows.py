@@ -29,7 +29,7 @@ class Window:
 
 
 class Row(Protocol):
-    """What an engine's encoded row tells: `features.Feature` and the ONNX engine's `_Encoded`."""
+    """What an encoded row tells (`data.encoding.Feature`, whichever engine encoded it)."""
 
     word_ids: list[int | None] | None  # sequence labeling: sub-token -> word (None: a special token)
     window: Window | None  # None: the row is its input, whole or truncated

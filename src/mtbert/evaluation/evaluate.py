@@ -8,11 +8,12 @@ from collections.abc import Callable, Collection
 import numpy as np
 import torch
 
+from mtbert.data.example import Example
 from mtbert.data.features import Feature, collate, sorted_batches
-from mtbert.data.readers import Example
 from mtbert.errors import UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode_rows
 from mtbert.evaluation.metrics import get_metric
+from mtbert.tasks import default_metrics, registry
 
 log = logging.getLogger("mtbert")
 
@@ -44,9 +45,7 @@ def raw_outputs(model, tasks: list[str], feats: list[Feature], batch_size: int, 
         with amp():
             outs = model.forward_heads(tasks, {k: v.to(device) for k, v in batch.items()})
         for task, out in outs.items():
-            out = out.float()
-            if model.task_types[task] in ("classification", "multiple_choice"):
-                out = model.heads[task].probas(out)
+            out = model.heads[task].outputs(out.float())
             outputs[task].update(zip(idx, out.cpu().numpy(), strict=True))
         if on_batch:
             on_batch(len(idx))
@@ -69,7 +68,7 @@ def predict_tasks(model, tasks: list[str], feats: list[Feature], batch_size: int
     tagging tasks in `stitched` (default: every task); the other tasks read each input's first window,
     its truncated text."""
     outputs = raw_outputs(model, tasks, feats, batch_size, pad_id, amp, ranks, on_batch)
-    return {t: decode_rows(model.task_types[t], outputs[t], feats, labels.get(t), stitched is None or t in stitched)
+    return {t: decode_rows(model.task_specs[t], outputs[t], feats, labels.get(t), stitched is None or t in stitched)
             for t in tasks}
 
 
@@ -82,20 +81,11 @@ def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id
 
 
 def gold_values(task_type: str, examples: list[Example], labels: list[str] | None):
-    if task_type == "classification":
-        index = {label: i for i, label in enumerate(labels)}
-        return np.array([index[ex.label] for ex in examples])
-    if task_type == "sequence_labeling":
-        return [ex.label for ex in examples]
-    return np.array([ex.label for ex in examples])
+    return registry.get(task_type).gold(examples, labels)
 
 
 def prediction_values(task_type: str, preds: TaskPredictions, examples: list[Example]):
-    if task_type == "classification":
-        return preds.ids
-    if task_type == "sequence_labeling":
-        return preds.labels  # one tag per word, as predict gives them (words cut by truncation are 'O')
-    return np.array(preds.labels)
+    return registry.get(task_type).predicted(preds, examples)
 
 
 def score_task(task_type: str, metrics: list[str], examples: list[Example], preds: TaskPredictions,
@@ -121,8 +111,6 @@ def target_value(target: str, scores: dict[str, dict[str, float]], primary: dict
 
 def trusted_metrics(task: str, task_type: str, metrics: list[str], allow_custom: bool) -> list[str]:
     """A run dir's `module:function` metrics are code named by whoever trained it: run them only when asked."""
-    from mtbert.tasks import default_metrics
-
     custom = [m for m in metrics if ":" in m]
     if custom and not allow_custom:
         log.warning("task %s: custom metric(s) %s from the run dir not run; pass --custom-metrics to run them",
@@ -187,7 +175,7 @@ def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str,
     for name in tasks:
         task = predictor._task(name)
         # only the examples: the check encodes them itself, with and without their own premises
-        if task.type != "multiple_choice" or (examples := _read_examples(predictor, name, split, overrides)) is None:
+        if not registry.get(task.type).premise_check or (examples := _read_examples(predictor, name, split, overrides)) is None:
             continue
 
         def choose(examples, name=name, task=task):

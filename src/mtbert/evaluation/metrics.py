@@ -6,7 +6,6 @@ NaN, so early stopping and lr drops keep working: the minBERT report lost epochs
 
 from __future__ import annotations
 
-import importlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from seqeval.scheme import IOB2
 from sklearn import metrics as skm
 
 from mtbert.errors import UserError
+from mtbert.tasks import registry
+from mtbert.tasks.metrics import resolve_custom  # noqa: F401  (re-exported: scoring and tests import it here)
 
 log = logging.getLogger("mtbert")
 
@@ -85,6 +86,16 @@ def roc_auc(y_true, y_pred, probas=None) -> float:
     return float(skm.roc_auc_score(y_true, probas, multi_class="ovr", labels=list(range(probas.shape[1]))))
 
 
+def micro_f1(y_true, y_pred, probas=None) -> float:
+    """Multi-label F1 over every (example, label) decision pooled: y_true and y_pred are 0/1 matrices."""
+    return float(skm.f1_score(np.asarray(y_true), np.asarray(y_pred), average="micro", zero_division=0))
+
+
+def macro_f1(y_true, y_pred, probas=None) -> float:
+    """Multi-label F1 of each label alone, averaged over the labels (a rare label weighs as a common one)."""
+    return float(skm.f1_score(np.asarray(y_true), np.asarray(y_pred), average="macro", zero_division=0))
+
+
 def ner_f1(y_true, y_pred, probas=None) -> float:
     """Span-level F1 over IOB2 entities (seqeval, strict mode)."""
     return float(seqeval_f1(y_true, y_pred, mode="strict", scheme=IOB2, zero_division=0))
@@ -99,31 +110,13 @@ METRICS: dict[str, Callable] = {
     "spearman": spearman,
     "roc_auc": roc_auc,
     "ner_f1": ner_f1,
+    "micro_f1": micro_f1,
+    "macro_f1": macro_f1,
 }
 
 # which built-in metrics make sense for which task type (the config refuses the others: they would fail, or
-# score nonsense, only at the first dev evaluation). Multiple choice is classification over the choices.
-METRICS_FOR_TYPE = {
-    "classification": ["accuracy", "f1", "f1_macro", "mcc", "roc_auc"],
-    "regression": ["pearson", "spearman"],
-    "multiple_choice": ["accuracy", "f1_macro", "mcc", "roc_auc"],
-    "sequence_labeling": ["ner_f1"],
-}
-
-
-def resolve_custom(ref: str) -> Callable:
-    """`package.module:function` -> the function. Runs user code by design: only from a config the user passed."""
-    module_name, _, func_name = ref.partition(":")
-    if not module_name or not func_name:
-        raise UserError(f"metric '{ref}': expected 'module.submodule:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UserError(f"metric '{ref}': cannot import module '{module_name}' ({err}); is it on PYTHONPATH?") from None
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise UserError(f"metric '{ref}': module '{module_name}' has no function '{func_name}'")
-    return fn
+# score nonsense, only at the first dev evaluation); each type lists its own (mtbert.tasks)
+METRICS_FOR_TYPE = {t.name: list(t.metrics) for t in registry.all()}
 
 
 def get_metric(name: str) -> Callable:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from mtbert.data.readers import Example
+from mtbert.data.example import Example
 from mtbert.errors import UserError
 from mtbert.inference.common import read_jsonl, unicode_problem
 

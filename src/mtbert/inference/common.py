@@ -13,30 +13,18 @@ import reprlib
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 
-import numpy as np
-
 from mtbert.config import TaskConfig
+from mtbert.data.example import Example
 from mtbert.data.multiple_choice import phrase_questions
-from mtbert.data.readers import Example
 from mtbert.errors import InputError, UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode, decode_rows  # noqa: F401  (re-exported for the engines)
-
-INPUT_FIELDS = {
-    "classification": "text, and text_pair for pair tasks",
-    "regression": "text, and text_pair for pair tasks",
-    "multiple_choice": "text, choices (a list) and, if trained with one, question",
-    "sequence_labeling": "tokens (a list of words) or text (split on spaces)",
-}
+from mtbert.tasks import registry
+from mtbert.tasks.multiple_choice import COPA_QUESTIONS  # noqa: F401  (re-exported)
 
 
 def input_fields(spec: TaskConfig) -> list[str]:
     """The fields one input of this task needs, in the order a form would ask for them."""
-    if spec.type == "sequence_labeling":
-        return ["text"]
-    fields = ["text"]
-    if spec.type == "multiple_choice":
-        return fields + (["question"] if spec.columns.question is not None else []) + ["choices"]
-    return fields + (["text_pair"] if spec.columns.text_pair is not None else [])
+    return registry.get(spec.type).input_fields(spec)
 
 
 def unicode_problem(value) -> str | None:
@@ -54,6 +42,22 @@ def unicode_problem(value) -> str | None:
     return None
 
 
+class _Field:
+    """`field(key, kind)`: a request input's value under `key`, present, non-empty and of `kind`, or an
+    InputError naming what the task needs. `item`, `index` and `task` serve the task types that read an
+    input their own way."""
+
+    def __init__(self, task: str, spec: TaskConfig, item: dict, index: int):
+        self.task, self.spec, self.item, self.index = task, spec, item, index
+
+    def __call__(self, key: str, kind: type = str):
+        value = self.item.get(key)
+        if not isinstance(value, kind) or not value:
+            raise InputError(self.index, f"task {self.task} ({self.spec.type}) needs "
+                                         f"{registry.get(self.spec.type).inputs}; '{key}' is missing or not a {kind.__name__}")
+        return value
+
+
 def to_example(task: str, spec: TaskConfig, item, index: int) -> Example:
     """One input (a JSON object, or a bare string for its text) -> Example: the one place an input is checked
     (shape and Unicode) and built, at the edge where it arrives. `index`: its place in the batch, from 0."""
@@ -63,32 +67,7 @@ def to_example(task: str, spec: TaskConfig, item, index: int) -> Example:
         raise InputError(index, f"expected a JSON object or string, got {type(item).__name__}")
     if problem := unicode_problem(item):
         raise InputError(index, problem)
-
-    def field(key, kind=str):
-        value = item.get(key)
-        if not isinstance(value, kind) or not value:
-            raise InputError(index, f"task {task} ({spec.type}) needs {INPUT_FIELDS[spec.type]}; "
-                                    f"'{key}' is missing or not a {kind.__name__}")
-        return value
-
-    if spec.type == "sequence_labeling":
-        tokens = item.get("tokens") if "tokens" in item else field("text").split()
-        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-            raise InputError(index, f"task {task} needs tokens as a non-empty list of strings")
-        return Example(tokens=tokens)
-    ex = Example(text=field("text"))
-    if spec.columns.text_pair is not None:
-        ex.text_pair = field("text_pair")
-    if spec.type == "multiple_choice":
-        ex.choices = [str(c) for c in field("choices", list)]
-        if spec.columns.question is not None:
-            ex.question = field("question")
-    return ex
-
-
-# COPA's question, as DeepPavlov's huggingface_dataset_reader writes it at the end of the context
-COPA_QUESTIONS = {"What was the cause of this?": "cause", "What happened as a result?": "effect",
-                  "Что было причиной этого?": "cause", "Что случилось в результате?": "effect"}
+    return registry.get(spec.type).to_example(spec, _Field(task, spec, item, index))
 
 
 def deeppavlov_input(spec: TaskConfig, item, index: int):
@@ -97,36 +76,11 @@ def deeppavlov_input(spec: TaskConfig, item, index: int):
     input's place in its batch, from 0, for an `InputError`.
 
     DeepPavlov sends a text; a pair as [text, text_pair]; tokens as a list of words; a multiple-choice
-    example as [context, choices] (its COPA reader repeats the context once per choice and ends it with
-    a question sentence) or [premise, question, choices]. An mtbert dict passes as it is."""
+    example as [context, choices] or [premise, question, choices] (each task type reads its own shape,
+    TaskType.deeppavlov_input). An mtbert dict passes as it is."""
     if not isinstance(item, list | tuple):
         return item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else item
-    if spec.type == "sequence_labeling":
-        if not all(isinstance(t, str) for t in item):
-            raise InputError(index, "expected the words as a list of strings")
-        return {"tokens": list(item)}
-    if spec.type == "multiple_choice":
-        if len(item) == 3 and isinstance(item[2], list | tuple):
-            context, question, choices = item
-            return {"text": context, "question": question, "choices": list(choices)}
-        if len(item) != 2 or not isinstance(item[1], list | tuple):
-            raise InputError(index, "expected [context, [choice, ...]] or [premise, question, [choice, ...]]")
-        context = item[0][0] if isinstance(item[0], list | tuple) and item[0] else item[0]
-        if not isinstance(context, str):
-            raise InputError(index, "the context must be a string")
-        if spec.columns.question is None:
-            return {"text": context, "choices": list(item[1])}
-        for sentence, question in COPA_QUESTIONS.items():
-            if context.endswith(sentence):  # what a model trained on COPA's files read: premise, cause/effect
-                return {"text": context[: -len(sentence)].rstrip(), "question": question, "choices": list(item[1])}
-        # any other question: the model reads "text question" joined by one space, so splitting at the
-        # last space gives it the very text it was sent
-        text, _, question = context.rpartition(" ")
-        return {"text": text, "question": question, "choices": list(item[1])}
-    if not all(isinstance(t, str) for t in item) or len(item) != (2 if spec.columns.text_pair is not None else 1):
-        shape = "[text, text_pair]" if spec.columns.text_pair is not None else "a string or [text]"
-        raise InputError(index, f"expected {shape}")
-    return {"text": item[0], "text_pair": item[1]} if len(item) == 2 else {"text": item[0]}
+    return registry.get(spec.type).deeppavlov_input(spec, item, index)
 
 
 def deeppavlov_example(task: str, spec: TaskConfig, item, index: int) -> Example:
@@ -145,26 +99,12 @@ def words_example(text, index: int) -> Example:
     return Example(tokens=text.split())
 
 
-def _per_label(labels: list[str], p: np.ndarray) -> dict[str, float]:
-    return dict(zip(labels, np.round(p.astype(float), 6).tolist(), strict=True))
-
-
 def results(spec: TaskConfig, labels: list[str] | None, preds: TaskPredictions, return_probas: bool) -> list[dict]:
-    """One dict per input: `label` (class, choice index or tag list) or `score`; `probas` on request (for
-    tags: per word, {tag: p}, or None for a word the model did not see)."""
-    out = []
-    for i, label in enumerate(preds.labels):
-        if spec.type == "regression":
-            out.append({"score": label})
-            continue
-        row = {"label": label}
-        if return_probas and spec.type == "sequence_labeling":
-            row["probas"] = [None if p is None else _per_label(labels, p) for p in preds.probas[i]]
-        elif return_probas and preds.probas is not None:
-            row["probas"] = _per_label(labels, preds.probas[i]) if spec.type == "classification" else \
-                np.round(preds.probas[i].astype(float), 6).tolist()
-        out.append(row)
-    return out
+    """One dict per input: `label` (class, choice index, tag list or label list) or `score`; `probas` on
+    request (for tags: per word, {tag: p}, or None for a word the model did not see)."""
+    task_type = registry.get(spec.type)
+    return [task_type.answer(label, None if preds.probas is None else preds.probas[i], labels, return_probas)
+            for i, label in enumerate(preds.labels)]
 
 
 def check_batch(inputs, call: str, as_list: str) -> None:
@@ -225,9 +165,10 @@ class PredictorBase:
         return self.cfg.tasks[task]
 
     def single_text_tasks(self) -> list[str]:
-        """Tasks that read one text: single-text classification and regression, and sequence labeling."""
+        """Tasks that read one text (TaskType.single_text, and no text_pair): single-text classification,
+        regression and multi-label classification, and sequence labeling."""
         return [n for n, t in self.cfg.tasks.items()
-                if t.type == "sequence_labeling" or (t.type in ("classification", "regression") and t.columns.text_pair is None)]
+                if registry.get(t.type).single_text and t.columns.text_pair is None]
 
     def _predict(self, tasks: list[str], examples: list[Example], encode_as: str, max_length: int,
                  pair_encoding: str, stride: int | None = None, stitched: tuple = ()) -> dict[str, TaskPredictions]:
@@ -298,6 +239,8 @@ class PredictorBase:
         # their strides); sentence heads and `long_text: truncate` heads read the first window
         windowed = tuple(t for t in tasks if self.cfg.window_stride(t) is not None)
         stride = min((self.cfg.window_stride(t, max_length) for t in windowed), default=None)
-        preds = self._predict(tasks, examples, "sequence_labeling", max_length, "cross", stride, windowed)
+        # encoded as words, as a tagging task reads its input
+        words = next(t.name for t in registry.all() if t.reads_words)
+        preds = self._predict(tasks, examples, words, max_length, "cross", stride, windowed)
         per_task = {t: results(self.cfg.tasks[t], self.labels.get(t), preds[t], return_probas) for t in tasks}
         return [{t: per_task[t][i] for t in tasks} for i in range(len(examples))]

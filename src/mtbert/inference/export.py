@@ -4,7 +4,7 @@
       model.onnx       inputs input_ids, attention_mask and, for encoders that read token types (BERT,
                        RoBERTa, ELECTRA; not DistilBERT, ModernBERT, DeBERTa-v2 without type embeddings),
                        token_type_ids: (batch, group, sequence) int64; one output per task, named after it
-                       (see `OUTPUTS`); manifest.json lists the inputs the graph takes
+                       (see each task type's `onnx_output`); manifest.json lists the inputs the graph takes
       manifest.json    the graph's inputs and outputs, opset, quantisation, the parity measured at export
       tokenizer.json   the run's fast tokenizer (plus the Hugging Face tokenizer files)
       labels.json      label vocabularies per task
@@ -38,17 +38,12 @@ from torch import nn
 from mtbert.errors import UserError
 from mtbert.io import atomic_write_dir, is_within
 from mtbert.rundir import load_model, model_dir
+from mtbert.tasks import registry
 
 log = logging.getLogger("mtbert")
 
 OPSET = 17  # LayerNormalization is one op from 17 on; onnxruntime >= 1.14 runs it
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # every input a graph may take, in this order
-OUTPUTS = {
-    "classification": ("batch, labels", "probabilities"),
-    "regression": ("batch", "score"),
-    "multiple_choice": ("batch, group", "probabilities over the choices"),
-    "sequence_labeling": ("batch, sequence, labels", "logits per sub-token"),
-}
 FORMAT = "mtbert-onnx/1"
 HF_FORMAT = "mtbert-hf/1"  # a task exported for transformers (hf_export.py): its folder follows the same rules
 QUANTIZATIONS = ("int8",)
@@ -59,7 +54,7 @@ INT8_SCHEME = ("onnxruntime MatMulNBits, 8 bits, blocks of 32, accuracy level 4 
 
 class ExportGraph(nn.Module):
     """MultiTaskModel.forward_heads for every task at once, on grouped inputs, with the heads' own
-    probability functions applied (softmax, or the sigmoid of a `bce` classifier) so that a consumer
+    outputs (`Head.outputs`: softmax, the sigmoid of a `bce` classifier or of each label) so that a consumer
     needs no knowledge of how each head was trained.
 
     Its inputs are `graph_inputs(model)`, in that order: an encoder without token types gets none, so
@@ -88,14 +83,12 @@ class ExportGraph(nn.Module):
             return torch.stack([t[:, 0], t[:, -1]], dim=1).reshape(-1, *t.shape[2:])
 
         outputs = []
-        for task, head in self.model.heads.items():
+        for head in self.model.heads.values():
             if getattr(head, "pair_separate", False):
                 out = head(first_and_last(hidden), first_and_last(pooled), first_and_last(mask))
             else:
                 out = head(hidden, pooled, mask, group)
-            if self.model.task_types[task] in ("classification", "multiple_choice"):
-                out = head.probas(out)
-            outputs.append(out)
+            outputs.append(head.outputs(out))
         return tuple(outputs)
 
 
@@ -299,8 +292,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
             "quantization_scheme": INT8_SCHEME if quantize else None,
             "pad_token_id": tokenizer.pad_token_id or 0,
             "inputs": {name: "int64 (batch, group, sequence)" for name in graph.inputs},
-            "outputs": {t: {"type": cfg.tasks[t].type, "shape": OUTPUTS[cfg.tasks[t].type][0],
-                            "values": OUTPUTS[cfg.tasks[t].type][1]} for t in tasks},
+            "outputs": {t: {"type": cfg.tasks[t].type, "shape": registry.get(cfg.tasks[t].type).onnx_output[0],
+                            "values": registry.get(cfg.tasks[t].type).onnx_output[1]} for t in tasks},
             "parity": parity,
             # what --force may replace later: exactly these files
             "files": sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]

@@ -26,29 +26,18 @@ from mtbert.errors import UserError
 from mtbert.inference.export import HF_FORMAT, check_out_dir, graph_inputs, sample_inputs
 from mtbert.io import atomic_write_dir
 from mtbert.rundir import best_dev_record, load_model, model_dir
+from mtbert.tasks import registry
 
 log = logging.getLogger("mtbert")
 
-# The transformers class per task type and encoder family (config.json's model_type) whose head is
+# The transformers class per task type (TaskType.hf_classes) and encoder family (config.json's model_type) whose head is
 # mtbert's: dropout, then one linear layer, on every token's hidden state (token classification) or on the
 # pooler output (sequence classification, multiple choice). Families left out differ: ModernBERT's token
 # head has a dense layer, activation and norm first; the sequence-classification heads of RoBERTa
 # (dropout before its dense+tanh), ELECTRA (dense+gelu), DistilBERT (dense+ReLU) and DeBERTa-v2 (its own
 # pooler), and the multiple-choice heads of ELECTRA, DistilBERT and DeBERTa-v2, read [CLS] through layers
 # no mtbert head has.
-CLASSES = {
-    "sequence_labeling": {"bert": "BertForTokenClassification", "roberta": "RobertaForTokenClassification",
-                          "electra": "ElectraForTokenClassification",
-                          "distilbert": "DistilBertForTokenClassification",
-                          "deberta-v2": "DebertaV2ForTokenClassification"},
-    "classification": {"bert": "BertForSequenceClassification"},
-    "regression": {"bert": "BertForSequenceClassification"},
-    "multiple_choice": {"bert": "BertForMultipleChoice", "roberta": "RobertaForMultipleChoice"},
-}
-AUTO_CLASSES = {"sequence_labeling": "AutoModelForTokenClassification",
-                "classification": "AutoModelForSequenceClassification",
-                "regression": "AutoModelForSequenceClassification",
-                "multiple_choice": "AutoModelForMultipleChoice"}
+HF_REGRESSION = "regression"  # transformers' config.problem_type of a one-score head
 PARITY = 1e-4  # as the ONNX export: far above fp32 rounding, far below any mapping mistake
 
 
@@ -56,12 +45,16 @@ def hf_class(name: str, spec, model_type: str) -> tuple[str | None, str | None]:
     """(transformers class, None) for a task whose head that class computes exactly, or (None, why not and
     what to set instead). A `bce` classifier maps too: its one logit z becomes the two logits [0, z],
     whose softmax is exactly mtbert's [1 - sigmoid(z), sigmoid(z)]."""
-    found = CLASSES[spec.type].get(model_type)
+    task_type = registry.get(spec.type)
+    found = task_type.hf_classes.get(model_type)
     if found is None:
-        families = ", ".join(CLASSES[spec.type])
+        if not task_type.hf_classes:
+            return None, (f"tasks.{name}: transformers has no class for {spec.type} tasks; use the ONNX export "
+                          "(mtbert export RUN) instead")
+        families = ", ".join(task_type.hf_classes)
         return None, (f"tasks.{name}: no transformers class computes this {spec.type} head on a '{model_type}' "
                       f"encoder (exact ones exist for {families}); use the ONNX export (mtbert export RUN) instead")
-    if spec.type == "sequence_labeling":
+    if task_type.reads_words:  # a token head reads every hidden state: no pooling to match
         return found, None
     if spec.pooling not in ("pooler", "dp_pooler"):
         read = {"cls": "[CLS]'s hidden state", "mean": "the mean of the hidden states"}[spec.pooling]
@@ -90,11 +83,11 @@ def _hf_config(source: Path, name: str, spec, class_name: str, labels: list[str]
 
     config = AutoConfig.from_pretrained(source / "encoder")
     config.architectures = [class_name]
-    if spec.type == "regression":
-        config.problem_type = "regression"
-        names = [name]  # pipeline's answer is {"label": <task>, "score": <score>}
-    else:
-        names = labels or []
+    problem_type = registry.get(spec.type).hf_problem_type
+    if problem_type:
+        config.problem_type = problem_type  # multi_label_classification: the pipeline applies a sigmoid
+    # regression: the pipeline's answer is {"label": <task>, "score": <score>}
+    names = [name] if problem_type == HF_REGRESSION else labels or []
     if names:
         config.id2label = dict(enumerate(names))
         config.label2id = {label: i for i, label in enumerate(names)}
@@ -130,7 +123,7 @@ def _build(source: Path, name: str, spec, class_name: str, labels, head):
 def comparable_logits(task_type: str, head, out: torch.Tensor) -> torch.Tensor:
     """mtbert's head output in the transformers model's shape: a regression score as one logit, a `bce`
     logit z as [0, z]."""
-    if task_type == "regression":
+    if registry.get(task_type).hf_problem_type == HF_REGRESSION:
         return out.unsqueeze(-1)
     if getattr(head, "bce", False):
         return torch.stack([torch.zeros_like(out), out], dim=-1)
@@ -141,7 +134,7 @@ def max_abs_diff(model, hf_model, task: str, tokenizer) -> float:
     """Largest difference between the transformers model's logits and mtbert's on padded sample inputs
     (grouped in threes for multiple choice, one sequence each otherwise)."""
     task_type = model.task_types[task]
-    group = 3 if task_type == "multiple_choice" else 1
+    group = 3 if registry.get(task_type).choice_groups else 1
     names = graph_inputs(model)
     batch = {k: v for k, v in sample_inputs(tokenizer, batch=3, group=group).items() if k in names}
     if group == 1:
@@ -178,7 +171,7 @@ def export_hf(run_dir: str | Path, task: str, out_dir: str | Path | None = None,
     def write(tmp: Path) -> None:
         hf_model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(task_card(cfg, task, class_name, AUTO_CLASSES[spec.type], record, out_dir),
+        (tmp / "README.md").write_text(task_card(cfg, task, class_name, registry.get(spec.type).hf_auto_class, record, out_dir),
                                        encoding="utf-8")
         manifest = {"format": HF_FORMAT, "task": task, "type": spec.type, "class": class_name,
                     "parity": {"max_abs_diff": diff},

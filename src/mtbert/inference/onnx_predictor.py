@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from mtbert.data.bucketing import length_batches
-from mtbert.data.windows import Window
+from mtbert.data.encoding import Feature, TokenizersTokens
 from mtbert.errors import UserError
 from mtbert.inference.common import PredictorBase, decode_rows
-from mtbert.runfiles import BUNDLE_FIX, LABELLED, read_json, read_labels, read_saved_config
+from mtbert.runfiles import BUNDLE_FIX, read_json, read_labels, read_saved_config
+from mtbert.tasks import registry
 
 FORMAT = "mtbert-onnx/1"  # manifest.json's "format", as inference/export.py writes it
 
@@ -64,22 +65,6 @@ def _session(file: Path, options):
         raise UserError(f"{file}: onnxruntime cannot load it ({reason}); {BUNDLE_FIX}") from None
 
 
-class _Encoded:
-    """One input's token ids as a group of sequences (one; one per choice; two for a separate pair), or
-    one window of a long text to tag (a `data.windows.Row`, as `features.Feature` is)."""
-
-    __slots__ = ("ids", "types", "word_ids", "window", "n_words")
-
-    def __init__(self, ids: list[list[int]], types: list[list[int]], word_ids: list | None = None,
-                 window: Window | None = None, n_words: int | None = None):
-        self.ids, self.types, self.word_ids = ids, types, word_ids
-        self.window, self.n_words = window, n_words
-
-    @property
-    def length(self) -> int:
-        return max(len(x) for x in self.ids)
-
-
 class OnnxPredictor(PredictorBase):
     engine = "onnx"
 
@@ -117,7 +102,7 @@ class OnnxPredictor(PredictorBase):
         for out in self.session.get_outputs():
             task = self.cfg.tasks.get(out.name)
             width = out.shape[-1] if out.shape else None
-            if task is None or task.type not in LABELLED or not isinstance(width, int):
+            if task is None or not registry.get(task.type).label_names or not isinstance(width, int):
                 continue
             if len(self.labels[out.name]) != width:
                 raise UserError(f"{self.path / 'labels.json'}: task '{out.name}' lists {len(self.labels[out.name])} "
@@ -138,49 +123,28 @@ class OnnxPredictor(PredictorBase):
         return tok
 
     def _encode(self, task_type: str, examples, max_length: int, pair_encoding: str = "cross",
-                stride: int | None = None) -> list[_Encoded]:
-        """features.encode's token ids, without labels; with a `stride`, every window of a long text."""
-        tok = self._tokenizer(max_length, stride or 0)
-        if task_type == "sequence_labeling":
-            encs = tok.encode_batch([ex.tokens for ex in examples], is_pretokenized=True)
-            if stride is None:
-                return [_Encoded([e.ids], [e.type_ids], e.word_ids, None, len(ex.tokens))
-                        for e, ex in zip(encs, examples, strict=True)]
-            # the order transformers gives with return_overflowing_tokens: the text, then its overflow
-            return [_Encoded([w.ids], [w.type_ids], w.word_ids, Window(i, stride), len(ex.tokens))
-                    for i, (e, ex) in enumerate(zip(encs, examples, strict=True)) for w in [e, *e.overflowing]]
-        if task_type == "multiple_choice":
-            counts = {len(ex.choices) for ex in examples}
-            if len(counts) > 1:
-                raise UserError(f"multiple-choice inputs have {sorted(counts)} choices; every input of one call "
-                                "needs the same number of choices")
-            firsts = [f"{ex.text} {ex.question}" if ex.question else ex.text for ex in examples]
-            encs = tok.encode_batch([(first, c) for first, ex in zip(firsts, examples, strict=True) for c in ex.choices])
-            n = counts.pop()
-            return [_Encoded([e.ids for e in encs[i * n:(i + 1) * n]], [e.type_ids for e in encs[i * n:(i + 1) * n]])
-                    for i in range(len(examples))]
-        if examples[0].text_pair is not None and pair_encoding == "separate":
-            a = tok.encode_batch([ex.text for ex in examples])
-            b = tok.encode_batch([ex.text_pair for ex in examples])
-            return [_Encoded([x.ids, y.ids], [x.type_ids, y.type_ids]) for x, y in zip(a, b, strict=True)]
-        batch = [(ex.text, ex.text_pair) if ex.text_pair is not None else ex.text for ex in examples]
-        return [_Encoded([e.ids], [e.type_ids]) for e in tok.encode_batch(batch)]
+                stride: int | None = None) -> list[Feature]:
+        """The task type's encoding (data/encoding.py), the torch engine's, by the tokenizers library."""
+        return registry.get(task_type).encode(examples, TokenizersTokens(self._tokenizer), max_length,
+                                              with_labels=False, pair_encoding=pair_encoding, stride=stride)
 
     # --- running the graph
-    def _feed(self, feats: list[_Encoded]) -> dict[str, np.ndarray]:
-        groups, width = len(feats[0].ids), max(f.length for f in feats)
+    def _feed(self, feats: list[Feature]) -> dict[str, np.ndarray]:
+        grouped = feats[0].grouped  # the graph takes (batch, group, sequence): one sequence is a group of one
+        groups, width = len(feats[0].input_ids) if grouped else 1, max(f.length for f in feats)
         ids = np.full((len(feats), groups, width), self.pad_id, dtype=np.int64)
         types = np.zeros_like(ids)
         mask = np.zeros_like(ids)
         for i, f in enumerate(feats):
-            for g, (row, trow) in enumerate(zip(f.ids, f.types, strict=True)):
+            rows = zip(f.input_ids, f.token_type_ids, strict=True) if grouped else [(f.input_ids, f.token_type_ids)]
+            for g, (row, trow) in enumerate(rows):
                 ids[i, g, :len(row)] = row
                 types[i, g, :len(row)] = trow
                 mask[i, g, :len(row)] = 1
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {name: feed[name] for name in self.inputs}
 
-    def _run(self, tasks: list[str], feats: list[_Encoded]) -> dict[str, list[np.ndarray]]:
+    def _run(self, tasks: list[str], feats: list[Feature]) -> dict[str, list[np.ndarray]]:
         """Every task's output per input, in input order; batches sorted and cut by length (less padding)."""
         outputs: dict[str, list] = {t: [None] * len(feats) for t in tasks}
         for idx in length_batches([f.length for f in feats], self.batch_size):
@@ -193,5 +157,5 @@ class OnnxPredictor(PredictorBase):
     def _predict(self, tasks, examples, encode_as, max_length, pair_encoding, stride=None, stitched=()):
         feats = self._encode(encode_as, examples, max_length, pair_encoding, stride)
         outs = self._run(tasks, feats)
-        return {t: decode_rows(self.cfg.tasks[t].type, outs[t], feats, self.labels.get(t), t in stitched)
+        return {t: decode_rows(self.cfg.tasks[t], outs[t], feats, self.labels.get(t), t in stitched)
                 for t in tasks}

@@ -36,10 +36,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mtbert.data.readers import Example
+from mtbert.data.example import Example
 from mtbert.errors import InputError, UserError
 from mtbert.inference.batching import MicroBatcher
 from mtbert.inference.common import deeppavlov_example, input_fields, to_example, words_example
+from mtbert.tasks import TASK_TYPES
 
 log = logging.getLogger("mtbert")
 
@@ -108,10 +109,11 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str | int | list[str] | None = Field(None, description="class, index of the choice, or one tag per word")
+    label: str | int | list[str] | None = Field(None, description="class, index of the choice, one tag per word, "
+                                                        "or the labels of a multi-label task")
     score: float | None = Field(None, description="regression tasks")
     probas: dict[str, float] | list[float] | list[dict[str, float] | None] | None = Field(
-        None, description="per class {label: p}; per choice [p, ...]; per word [{tag: p}, ...] (null for a word "
+        None, description="per class (or label of a multi-label task) {label: p}; per choice [p, ...]; per word [{tag: p}, ...] (null for a word "
                           "the model did not see: no sub-token, or cut by long_text: truncate)")
 
 
@@ -135,7 +137,7 @@ class PredictAllResponse(BaseModel):
 
 class TaskInfo(BaseModel):
     name: str
-    type: Literal["classification", "regression", "multiple_choice", "sequence_labeling"]
+    type: Literal[TASK_TYPES]
     inputs: list[str] = Field(description="the fields one input needs")
     labels: list[str] | None
     single_text: bool = Field(description="answered by /predict/all")
@@ -270,7 +272,7 @@ class _Edge:
         """Queue one task's Examples. Multiple-choice inputs share calls only with inputs of as many
         choices: one call encodes one number of choices."""
         key: tuple = ("task", task)
-        if self.predictor.cfg.tasks[task].type == "multiple_choice":
+        if examples and examples[0].choices is not None:
             counts = sorted({len(ex.choices) for ex in examples})
             if len(counts) > 1:
                 raise UserError(f"the inputs have {' and '.join(map(str, counts))} choices; every input of task "

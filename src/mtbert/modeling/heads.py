@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtbert.data.features import IGNORE
+IGNORE = -100  # a sub-token no loss reads: cross_entropy's ignore_index, as data.encoding labels it
 
 
 def pool(kind: str, hidden: torch.Tensor, pooler_output: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,11 @@ class Head(nn.Module):
 
     def probas(self, out: torch.Tensor) -> torch.Tensor:
         return torch.softmax(out, dim=-1)
+
+    def outputs(self, out: torch.Tensor) -> torch.Tensor:
+        """What the head answers with, for prediction and the ONNX graph: its forward output unless the
+        head turns it into probabilities (the task type's `decode` reads this)."""
+        return out
 
     def loss_terms(self, out: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None,
                    gold_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +119,9 @@ class ClassificationHead(Head):
             return torch.stack([1 - p, p], dim=-1)
         return torch.softmax(out, dim=-1)
 
+    def outputs(self, out):
+        return self.probas(out)
+
 
 class RegressionHead(Head):
     def __init__(self, hidden_size, pooling="cls", dropout=0.1, pair_separate=False, relu=False,
@@ -153,6 +161,32 @@ class MultipleChoiceHead(Head):
         teacher = None if soft is None else (lambda: F.cross_entropy(logits.float(), soft, reduction="sum"))
         return _mix(F.cross_entropy(logits.float(), labels, reduction="sum"), teacher, gold_weight), _count(labels)
 
+    def outputs(self, out):
+        return self.probas(out)
+
+
+class MultiLabelHead(Head):
+    """One logit per label, each its own sigmoid and binary cross-entropy (BCEWithLogits), averaged over
+    examples x labels as torch's BCEWithLogitsLoss does."""
+
+    def __init__(self, hidden_size, num_labels, pooling="cls", dropout=0.1, pair_separate=False,
+                 pair_combine="concat"):
+        super().__init__(hidden_size, num_labels, pooling, dropout, pair_separate, pair_combine)
+
+    def forward(self, hidden, pooler_output, mask, groups=1):
+        return self.out(self.pooled(hidden, pooler_output, mask, groups))
+
+    def loss_terms(self, logits, labels, soft=None, gold_weight=1.0):
+        # binary cross-entropy is linear in its target, so a teacher's probabilities mix into it
+        target = labels.float() if soft is None else _mix(labels.float(), lambda: soft, gold_weight)
+        return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum"), _count(labels)
+
+    def probas(self, out):
+        return torch.sigmoid(out)
+
+    def outputs(self, out):
+        return self.probas(out)
+
 
 class SequenceLabelingHead(Head):
     """Token cross-entropy. With `tokens_per_example` (the training set's mean labelled tokens per
@@ -180,21 +214,3 @@ class SequenceLabelingHead(Head):
         if self.tokens_per_example:
             return total, torch.tensor(labels.shape[0] * self.tokens_per_example, device=labels.device)
         return total, (labels != IGNORE).sum().float()
-
-
-def build_head(task, hidden_size: int, labels: list[str] | None, class_weights=None, target_mean: float = 0.0,
-               tokens_per_example: float | None = None) -> Head:
-    """`task` is a TaskConfig; `labels` the task's label vocabulary (classification, sequence labeling);
-    `target_mean` the mean training target of a regression task; `tokens_per_example` the mean labelled
-    tokens of a sequence-labeling task's training examples (training only; without it the loss is the
-    batch's token mean)."""
-    separate = task.pair_encoding == "separate"
-    if task.type == "classification":
-        return ClassificationHead(hidden_size, len(labels), task.pooling, task.dropout, class_weights,
-                                  separate, task.loss == "bce", task.pair_combine)
-    if task.type == "regression":
-        return RegressionHead(hidden_size, task.pooling, task.dropout, separate, task.output_activation == "relu",
-                              target_mean, task.pair_combine)
-    if task.type == "multiple_choice":
-        return MultipleChoiceHead(hidden_size, task.pooling, task.dropout)
-    return SequenceLabelingHead(hidden_size, len(labels), task.dropout, tokens_per_example)

@@ -7,11 +7,15 @@ from torch import nn
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], task_types: dict[str, str]):
+    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], tasks: dict):
+        """`tasks`: {task: its config (anything with `.type`, e.g. a TaskConfig), or its type's name}. The
+        configs travel with the model so that decoding its outputs reads the task's settings (a
+        multi-label threshold)."""
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
-        self.task_types = dict(task_types)
+        self.task_types = {t: getattr(spec, "type", spec) for t, spec in tasks.items()}
+        self.task_specs = dict(tasks)
 
     def encode(self, input_ids, attention_mask, token_type_ids=None):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,

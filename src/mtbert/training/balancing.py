@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtbert.tasks import registry
+
 
 class UncertaintyWeights(nn.Module):
     def __init__(self, task_types: dict[str, str]):
@@ -27,7 +29,7 @@ class UncertaintyWeights(nn.Module):
 
     def scale(self, task: str) -> float:
         """The factor in front of L_i (0.5 for regression's Gaussian, 1 otherwise)."""
-        return 0.5 if self.task_types[task] == "regression" else 1.0
+        return 0.5 if registry.get(self.task_types[task]).gaussian else 1.0
 
     def forward(self, task: str, loss: torch.Tensor) -> torch.Tensor:
         s = self.log_vars[task]

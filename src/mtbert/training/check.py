@@ -23,6 +23,7 @@ from mtbert.evaluation.evaluate import predict_task
 from mtbert.modeling.encoder import load_tokenizer
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
 from mtbert.rundir import config_yaml, holds_run, model_dir
+from mtbert.tasks import registry
 from mtbert.training.trainer import StepPlan, TaskData, build_model, make_optimizer, prepare_data, step_plan
 
 UNCUT = 1_000_000  # a max_length no input reaches: the lengths before truncation
@@ -47,14 +48,7 @@ def label_summary(td: TaskData) -> str:
     gold = [ex.label for ex in td.train]
     if not gold:
         return "no train split"
-    if td.type == "regression":
-        return f"scores {min(gold):g} to {max(gold):g}, mean {statistics.fmean(gold):.3g}"
-    counts = Counter(tag for tags in gold for tag in tags) if td.type == "sequence_labeling" else Counter(gold)
-    total = sum(counts.values())
-    what = "tags" if td.type == "sequence_labeling" else "choice" if td.type == "multiple_choice" else ""
-    shown = ", ".join(f"{label} {n} ({n / total:.1%})" for label, n in counts.most_common(12))
-    more = f", and {len(counts) - 12} more" if len(counts) > 12 else ""
-    return f"{what + ': ' if what else ''}{shown}{more}"
+    return registry.get(td.type).label_summary(gold)
 
 
 def time_steps(cfg: Config, data: dict[str, TaskData], plan: StepPlan, pad_id: int, repeats: int = 3) -> dict:

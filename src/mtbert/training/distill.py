@@ -19,12 +19,11 @@ import logging
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
-from mtbert.data.features import IGNORE, encode
+from mtbert.data.features import encode
 from mtbert.errors import UserError
 from mtbert.evaluation.evaluate import raw_outputs
 from mtbert.modeling.precision import autocast
+from mtbert.tasks import registry
 
 log = logging.getLogger("mtbert")
 
@@ -62,29 +61,9 @@ def attach_teacher_targets(td, teacher_dir: str | Path, batch_size: int, precisi
                    pair_encoding=spec.pair_encoding, questions=spec.questions)
     outputs = raw_outputs(model, [name], feats, batch_size, tokenizer.pad_token_id or 0,
                           partial(autocast, precision, device))[name]
+    task_type = registry.get(td.type)
     for student, teacher, out in zip(td.train_feats, feats, outputs, strict=True):
-        if td.type == "classification":
-            student.soft = out[order]
-        elif td.type == "regression":
-            student.soft = float(out)
-        elif td.type == "multiple_choice":
-            student.soft = out
-        else:
-            student.soft = _tag_targets(student, teacher, out[:, order], len(order))
+        student.soft = task_type.teacher_target(student, teacher, out, order)
     log.info("task %s: teacher outputs from %s for %d training examples", name, teacher_dir, len(outputs))
 
 
-def _tag_targets(student, teacher, logits: np.ndarray, n_labels: int) -> np.ndarray:
-    """Per student sub-token: the teacher's tag distribution for that word where the gold tag sits."""
-    exp = np.exp(logits - logits.max(-1, keepdims=True))
-    probas = exp / exp.sum(-1, keepdims=True)
-    word_probas, prev = {}, None
-    for pos, w in enumerate(teacher.word_ids):
-        if w is not None and w != prev:
-            word_probas[w] = probas[pos]
-        prev = w
-    soft = np.zeros((len(student.input_ids), n_labels), dtype=np.float32)
-    for pos, (w, gold) in enumerate(zip(student.word_ids, student.label, strict=True)):
-        if gold != IGNORE:
-            soft[pos] = word_probas[w] if w in word_probas else np.eye(n_labels, dtype=np.float32)[gold]
-    return soft

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from mtbert.config import Config, TaskConfig
-from mtbert.data.features import IGNORE, Feature, build_labels, collate, encode, length_grouped_batches
+from mtbert.data.features import Feature, build_labels, collate, encode, length_grouped_batches
 from mtbert.data.multiple_choice import rotate_choices
 from mtbert.data.readers import Example, read_split
 from mtbert.data.schedule import BatchStream, DeepPavlovSchedule, TaskSchedule
@@ -39,10 +39,10 @@ from mtbert.evaluation.evaluate import (
 )
 from mtbert.io import append_line, atomic_write_text
 from mtbert.modeling.encoder import load_encoder, load_tokenizer
-from mtbert.modeling.heads import build_head
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
 from mtbert.rundir import MODEL, remove_leftovers, save_model, write_config
+from mtbert.tasks import build_head, registry
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
 from mtbert.training.console import training_console
@@ -108,26 +108,6 @@ def check_bce_labels(name: str, task: TaskConfig, labels: list[str] | None) -> N
         shown = ", ".join(labels[:20]) + (", ..." if len(labels) > 20 else "")
         raise UserError(f"tasks.{name}.loss: 'bce' is one sigmoid output for two classes, but train has "
                         f"{len(labels)} labels ({shown}); use loss: cross_entropy")
-
-
-def class_weights(td: TaskData) -> list[float] | None:
-    spec = td.cfg.class_weights
-    if spec is None or td.type != "classification":
-        return None
-    if spec == "balanced":
-        counts = np.bincount([f.label for f in td.train_feats], minlength=len(td.labels)).astype(float)
-        return (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
-    if len(spec) != len(td.labels):
-        raise UserError(f"tasks.{td.name}.class_weights: {len(spec)} weights for {len(td.labels)} labels "
-                        f"({', '.join(td.labels)})")
-    return list(spec)
-
-
-def tokens_per_example(td: TaskData) -> float | None:
-    """A sequence-labeling task's mean labelled tokens per training example (its loss divides by this)."""
-    if td.type != "sequence_labeling" or not td.train_feats:
-        return None
-    return float(np.mean([sum(t != IGNORE for t in f.label) for f in td.train_feats]))
 
 
 @dataclass
@@ -222,11 +202,8 @@ def evaluation_steps(t, plan: StepPlan) -> list[int]:
 def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
     encoder = load_encoder(cfg.backbone, cfg.backbone_impl)
     hidden = encoder.config.hidden_size
-    heads = {name: build_head(td.cfg, hidden, td.labels, class_weights(td),
-                              float(np.mean([f.label for f in td.train_feats])) if td.type == "regression" else 0.0,
-                              tokens_per_example(td))
-             for name, td in data.items()}
-    model = MultiTaskModel(encoder, heads, {n: td.type for n, td in data.items()})
+    heads = {name: build_head(td.cfg, hidden, td.labels, td.train_feats, name) for name, td in data.items()}
+    model = MultiTaskModel(encoder, heads, {n: td.cfg for n, td in data.items()})
     if cfg.training.loss_balancing == "uncertainty":
         model.balancer = UncertaintyWeights(model.task_types)
     dp_pooler = [n for n, td in data.items() if td.cfg.pooling == "dp_pooler"]
@@ -359,25 +336,12 @@ def custom_outputs(data: dict[str, TaskData], outputs: dict[str, TaskPredictions
 
 
 def baseline_scores(cfg: Config, data: dict[str, TaskData]) -> dict[str, dict[str, float]]:
-    """Majority class (classification), train mean (regression), first choice, all-O: the floor to beat."""
+    """Each task type's floor to beat (majority class, train mean, first choice, all-O...)."""
     out = {}
     for name, td in data.items():
         if not td.dev:
             continue
-        n = len(td.dev)
-        if td.type == "classification":
-            majority = int(np.bincount([f.label for f in td.train_feats], minlength=len(td.labels)).argmax())
-            probas = np.zeros((n, len(td.labels)))
-            probas[:, majority] = 1.0
-            preds = TaskPredictions([td.labels[majority]] * n, probas, np.full(n, majority))
-        elif td.type == "regression":
-            preds = TaskPredictions([float(np.mean([ex.label for ex in td.train]))] * n)
-        elif td.type == "multiple_choice":
-            probas = np.zeros((n, len(td.dev[0].choices)))
-            probas[:, 0] = 1.0
-            preds = TaskPredictions([0] * n, probas, np.zeros(n, dtype=int))
-        else:
-            preds = TaskPredictions([["O"] * len(ex.tokens) for ex in td.dev])
+        preds = registry.get(td.type).baseline(td.train, td.train_feats, td.dev, td.labels)
         with _quiet():
             out[name] = score_task(td.type, [m for m in metric_names(cfg, name) if ":" not in m], td.dev, preds,
                                    td.labels)
