@@ -210,6 +210,30 @@ def test_copa_columns_no_row_has(tmp_path):
     assert "iterator's features and label" in msg and "on_bad_rows" not in msg
 
 
+def test_copa_in_deeppavlovs_contexts_and_choices(tmp_path):
+    """The peer kit's template reads COPA from JSON Lines in DeepPavlov's shape: `contexts` holds the context once
+    per choice (its multiple-choice preprocessor pairs contexts[i] with choices[i]). mtbert reads the one context
+    they share; contexts that differ are refused on their row."""
+    ctx = "The man broke his toe. What was the cause of this?"
+    rows = [{"contexts": [ctx, ctx], "choices": ["He dropped a hammer.", "He got a hole in his sock."], "label": 0},
+            {"contexts": ["a", "b"], "choices": ["x", "y"], "label": 1}]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = json.loads((ROOT / "configs/deeppavlov/multitask_example.json").read_text())
+    raw["dataset_reader"]["tasks"] = {"copa": {"path": "json", "data_files": {
+        "train": str(tmp_path / "mc.jsonl"), "validation": str(tmp_path / "mc.jsonl"),
+        "test": str(tmp_path / "mc.jsonl")}}}
+    raw = select_tasks(raw, ["copa"], None, "dp.json")
+    raw["dataset_iterator"]["tasks"]["copa"]["features"] = ["contexts", "choices"]
+    cfg = finish(dp.convert(raw), "dp.json")
+    from mtbert.data.readers import read_split
+    with pytest.raises(UserError) as err:
+        read_split(cfg, "copa", "train")
+    assert "line 2: text is a JSON list of 2 different contexts (['a', 'b']); mtbert reads one context" in str(err.value)
+    cfg.tasks["copa"].on_bad_rows = "skip"
+    [ex] = read_split(cfg, "copa", "train")
+    assert (ex.text, ex.choices, ex.label) == (ctx, rows[0]["choices"], 0)
+
+
 # ---------------------------------------------------------------- mt_glue as shipped, end to end
 
 

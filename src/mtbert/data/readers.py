@@ -99,7 +99,10 @@ def _row_to_example(task: TaskConfig, get) -> Example:
         ex.tokens = [_word(t, "token") for t in tokens]
         ex.label = [_word(t, "tag") for t in tags]
         return ex
-    ex.text = _text(get("text"), "text")
+    text = get("text")
+    if task.type == "multiple_choice" and isinstance(text, list):
+        text = _one_context(text)
+    ex.text = _text(text, "text")
     if c.text_pair is not None:
         ex.text_pair = _text(get("text_pair"), "text_pair")
     if task.type == "multiple_choice":
@@ -136,6 +139,18 @@ def _row_to_example(task: TaskConfig, get) -> Example:
         label = str(raw_label).strip()
         ex.label = label[:-2] if re.fullmatch(r"-?\d+\.0", label) else label
     return ex
+
+
+def _one_context(contexts: list):
+    """DeepPavlov's multiple-choice `contexts`: the context once per choice (its preprocessor pairs
+    contexts[i] with choices[i]; its COPA reader repeats the premise). mtbert reads one context per example."""
+    if contexts and all(isinstance(x, str) for x in contexts) and len(set(contexts)) == 1:
+        return contexts[0]
+    if len({json.dumps(x) for x in contexts}) > 1:
+        raise BadRow(f"text is a JSON list of {len(contexts)} different contexts ({_short(contexts)}); mtbert reads one "
+                     "context per example, shared by its choices: write it as a JSON string, or the same string "
+                     "once per choice (DeepPavlov's contexts)")
+    return contexts[0] if contexts else None
 
 
 def _short(value) -> str:
