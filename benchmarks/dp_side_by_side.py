@@ -109,23 +109,31 @@ def run_mtbert(args, seed_dir: Path) -> dict:
                                  "--set", f"training.threads={args.threads}", "--set", "training.progress=false"],
                                 env, ROOT, log)
     res = {"tool": "mtbert", "rc": rc, "wall": wall, "load": load}
-    ckpts = sorted(run.glob("checkpoint-*/trainer.json"))
-    if rc != 0 or not ckpts:
+    if rc != 0:
         return {**res, "error": tail(log)}
+    return {**res, **read_mtbert_run(run, args.epochs, args.batch_size, log)}
+
+
+def read_mtbert_run(run: Path, epochs: int, batch_size: int, log: Path) -> dict:
+    """Per epoch: mtbert's optimiser steps per task (the last checkpoint's loss_curve, cut at the epoch ends
+    metrics.jsonl records) and the examples they trained; the dev scores after the last epoch."""
+    res: dict = {}
+    ckpts = sorted(run.glob("checkpoint-*/trainer.json"))
+    if not ckpts:
+        return {"error": f"no checkpoint in {run}\n{tail(log)}"}
     state = json.loads(ckpts[-1].read_text())
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     ends = [e["step"] for e in evals if float(e["epoch"]).is_integer()]
-    if len(ends) != args.epochs or state["step"] != ends[-1]:
-        return {**res, "error": f"expected evaluations at {args.epochs} epoch ends, got epochs "
+    if len(ends) != epochs or state["step"] != ends[-1]:
+        return {"error": f"expected evaluations at {epochs} epoch ends, got epochs "
                                 f"{[e['epoch'] for e in evals]}\n{tail(log)}"}
-    batch = {t: args.batch_size for t in SLOTS}
     res["epochs"] = []
     for lo, hi in zip([0, *ends], ends, strict=False):
         steps = {t: 0 for t in SLOTS}
         for step, task, _ in state["loss_curve"]:
             if lo < step <= hi:
                 steps[task] += 1
-        res["epochs"].append({"steps": hi - lo, "batches": steps, "examples": {t: n * batch[t] for t, n in steps.items()}})
+        res["epochs"].append({"steps": hi - lo, "batches": steps, "examples": {t: n * batch_size for t, n in steps.items()}})
     skipped = state["step"] - len(state["loss_curve"])  # non-finite losses: stepped over, not trained
     if skipped:
         res["note"] = f"{skipped} steps skipped on a non-finite loss"
