@@ -170,8 +170,24 @@ def test_training_keys_of_the_real_configs(conll_dir, caplog, tmp_path, monkeypa
     # epochs -1: until early stopping, bounded by max_batches
     t = dp.convert(_example_training(conll_dir, epochs=-1, max_batches=40))["training"]
     assert "epochs" not in t and t["max_steps"] == 40 and t["patience"] == 3
-    msg = str(pytest.raises(UserError, dp.convert, _example_training(conll_dir, epochs=-1)).value)
-    assert "train.epochs: -1 trains until validation_patience stops it; mtbert needs a bound" in msg
+    # epochs -1 alone: until validation_patience stops it, as in DeepPavlov, within mtbert's stated cap
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mtbert"):
+        t = dp.convert(_example_training(conll_dir, epochs=-1, val_every_n_epochs=1))["training"]
+    assert (t["epochs"], t["patience"], t["eval_every_epochs"]) == (dp.UNTIL_PATIENCE_EPOCHS, 3, 1)
+    assert any(f"train.epochs -1: training stops when 3 validations in a row do not improve the target "
+               f"(validation_patience), as in DeepPavlov, and at the latest after {dp.UNTIL_PATIENCE_EPOCHS} epochs"
+               in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    text = dp.to_yaml(dp.convert(raw := _example_training(conll_dir, epochs=-1, val_every_n_epochs=1)), "dp.json", raw)
+    assert ("  # DeepPavlov's epochs -1: no epoch limit, training stops on validation_patience (training.patience); "
+            f"this is mtbert's cap\n  epochs: {dp.UNTIL_PATIENCE_EPOCHS}\n") in text
+    # where DeepPavlov itself would never stop, the config is refused
+    msg = str(pytest.raises(UserError, dp.convert, _example_training(conll_dir, epochs=-1, val_every_n_epochs=-1)).value)
+    assert ("train.epochs: -1 with no validation during training (val_every_n_epochs / val_every_n_batches) never "
+            "stops in DeepPavlov; give the number of epochs, or train.max_batches") in msg
+    msg = str(pytest.raises(UserError, dp.convert, _example_training(
+        conll_dir, epochs=-1, val_every_n_epochs=1, validation_patience=None)).value)
+    assert "train.epochs: -1 with no validation_patience never stops in DeepPavlov" in msg
     msg = str(pytest.raises(UserError, dp.convert, _example_training(conll_dir, metric_optimization="minimize")).value)
     assert "train.metric_optimization: 'minimize', but the first metric, multitask_accuracy, is better higher" in msg
     # minimize on a custom metric: the target is the metric negated
