@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def machine() -> str:
+    import torch  # here, so that a script run from a Python without mtbert's packages gets mtbert_probe's message
+
     model, flags = platform.processor() or "unknown CPU", set()
     try:
         info = Path("/proc/cpuinfo").read_text()

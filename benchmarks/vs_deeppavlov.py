@@ -191,6 +191,9 @@ def main() -> None:
     n_train = args.examples - args.examples % args.batch_size
     if n_train <= 0:
         sys.exit(f"--examples must be at least --batch-size ({args.batch_size})")
+    # both tools first: a missing venv stops the run before anything is written
+    backbone, dp_versions = deeppavlov_probe(args.dp_venv)
+    mt_backbone, mt_versions = mtbert_probe({**os.environ, **OFFLINE})
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vs-deeppavlov-"))
     work.mkdir(parents=True, exist_ok=True)
     sizes = build_slice(work / "data", n_train, args.dev_examples)
@@ -199,8 +202,6 @@ def main() -> None:
             sys.exit(f"{SLOTS[kind]} has {n} training examples, not a multiple of the batch size; lower --examples")
     print("slice (train, dev):", {SLOTS[k]: v for k, v in sizes.items()}, "in", work, flush=True)
 
-    backbone, dp_versions = deeppavlov_probe(args.dp_venv)
-    mt_backbone, mt_versions = mtbert_probe({**os.environ, **OFFLINE})
     same = same_file(Path(backbone) / "model.safetensors", Path(mt_backbone) / "model.safetensors")
     print(f"backbone: {backbone} (deeppavlov {dp_versions}); mtbert's minilm {mt_backbone} "
           f"(mtbert {mt_versions}); same weights: {same}", flush=True)
