@@ -87,15 +87,22 @@ def run_deeppavlov(args, seed_dir: Path, backbone: str) -> dict:
     res = {"tool": "deeppavlov", "rc": rc, "wall": wall, "load": load}
     if rc != 0 or not timing.exists():
         return {**res, "error": tail(log)}
+    return {**res, **read_deeppavlov_run(timing, log, args.epochs)}
+
+
+def read_deeppavlov_run(timing: Path, log: Path, epochs_asked: int) -> dict:
+    """Per epoch: the batches and examples per task DeepPavlov's iterator yielded to the training loop (the
+    hook's counts); the dev scores of the validation after the last epoch."""
+    res: dict = {}
     hook = json.loads(timing.read_text())
     valid = dp_validations(log)  # one after each epoch, then the saved model's evaluation after training
     epochs = hook.get("epochs", [])
-    if len(epochs) != args.epochs or not all(e["complete"] for e in epochs) or len(valid) < args.epochs:
-        return {**res, "error": f"expected {args.epochs} whole epochs and validations, saw {len(epochs)} epochs, "
+    if len(epochs) != epochs_asked or not all(e["complete"] for e in epochs) or len(valid) < epochs_asked:
+        return {"error": f"expected {epochs_asked} whole epochs and validations, saw {len(epochs)} epochs, "
                                 f"{len(valid)} validations\n{tail(log)}"}
     res["epochs"] = [{"steps": sum(e["batches"].values()), "draws": e["draws"], "batches": e["batches"],
                       "examples": e["examples"]} for e in epochs]
-    res["dev"] = {slot: valid[args.epochs - 1]["metrics"][key] / scale for slot, (key, _, _, scale) in SCORES.items()}
+    res["dev"] = {slot: valid[epochs_asked - 1]["metrics"][key] / scale for slot, (key, _, _, scale) in SCORES.items()}
     res["trainer_examples"] = hook["train_examples"]  # NNTrainer's own count, a cross-check of the hook's
     res["train_seconds"] = hook["train_seconds"]
     return res
@@ -290,8 +297,8 @@ seed ranges overlap on {n_overlap} of {len(verdicts)} tasks.**{'' if ok else ' (
 How an epoch goes in both (DeepPavlov 1.7's `MultiTaskIterator.gen_batches`, mtbert's `schedule: deeppavlov`):
 {draws} draws (training examples of all tasks // the iterator's `batch_size`, 8 by default: the template sets
 only the trainer's 16), each picking a task with p ~ its training examples (`plain`); the task trains its next
-full batch of 16, or, when its full batches have run out this epoch, the draw is skipped. With twice as many
-draws as batches, a task runs out before the epoch ends unless its draws fall short by chance, so an epoch
+full batch of 16, or, when its full batches have run out this epoch, the draw is skipped. With {draws / max(1, sum(full.values())):.1f} times as many
+draws as full batches, a task runs out before the epoch ends unless its draws fall short by chance, so an epoch
 is one pass over every task's full batches, as the counts show. Which draws fall short differs between
 runs: DeepPavlov's task draws come from NumPy's global generator, which it never seeds, and it does not seed
 torch either; mtbert draws the same epochs for the same seed. DeepPavlov's counts are those of the batches
