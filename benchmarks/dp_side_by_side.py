@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
     KIT,
@@ -207,6 +209,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def shortfall_probability(train_sizes: dict[str, int], batch_size: int, iterator_batch_size: int = 8,
+                          epochs: int = 200_000, seed: int = 0) -> float:
+    """How often one epoch of `plain` draws leaves some task with full batches it never trained: the epoch's
+    sum(n) // iterator_batch_size draws are multinomial with p ~ n (MultiTaskIterator._get_probs), and a task
+    falls short when it is drawn fewer times than it has full batches. Monte Carlo over `epochs` epochs."""
+    n = np.array(list(train_sizes.values()), dtype=float)
+    counts = np.random.default_rng(seed).multinomial(int(n.sum()) // iterator_batch_size, n / n.sum(), size=epochs)
+    return float((counts < (n // batch_size)).any(axis=1).mean())
+
+
 def _scores(res: dict) -> str:
     return ", ".join(f"{SCORES[s][2]} {v:.3f}" for s, v in res["dev"].items())
 
@@ -249,6 +261,7 @@ def report(args, runs, sizes, seeds, backbone, dp_versions, mt_versions, same, m
     whole = {s: full[s] * args.batch_size for s in SLOTS}
     all_epochs = [e for r in dp + mt for e in r["epochs"]]
     one_pass = sum(e["examples"] == whole for e in all_epochs)
+    short = shortfall_probability({s: n for s, (n, _) in sizes.items()}, args.batch_size)
 
     score_rows = ["| task | DeepPavlov runs | mtbert runs | DeepPavlov mean | mtbert mean | verdict |",
                   "|---|---|---|---|---|---|"]
@@ -299,7 +312,8 @@ How an epoch goes in both (DeepPavlov 1.7's `MultiTaskIterator.gen_batches`, mtb
 only the trainer's 16), each picking a task with p ~ its training examples (`plain`); the task trains its next
 full batch of 16, or, when its full batches have run out this epoch, the draw is skipped. With {draws / max(1, sum(full.values())):.1f} times as many
 draws as full batches, a task runs out before the epoch ends unless its draws fall short by chance, so an epoch
-is one pass over every task's full batches, as the counts show. Which draws fall short differs between
+is one pass over every task's full batches, as the counts show; by the same rule an epoch leaves some full
+batch untrained with probability {short:.1%} here (Monte Carlo of the draws, `shortfall_probability`). Which draws fall short differs between
 runs: DeepPavlov's task draws come from NumPy's global generator, which it never seeds, and it does not seed
 torch either; mtbert draws the same epochs for the same seed. DeepPavlov's counts are those of the batches
 its iterator yielded to the training loop (NNTrainer's own example count agrees: {cross}); mtbert's are its
