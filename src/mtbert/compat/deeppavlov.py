@@ -62,6 +62,10 @@ DIFFERS = {
     "tasks.label_all_subtokens": "differs from DeepPavlov, which trains every sub-token of a word on its tag "
                                  "(label_all_subtokens: true)",
 }
+# train.epochs -1 without max_batches: DeepPavlov trains until validation_patience stops it; mtbert stops there
+# too, or after this many epochs (a safety cap DeepPavlov does not have)
+UNTIL_PATIENCE_EPOCHS = 100
+_UNTIL_PATIENCE = object()  # _steps' mark for _training, which knows the validations
 # DeepPavlov's metric names -> mtbert's (a task metric taking one task's gold and predictions)
 METRICS = {"accuracy": "accuracy", "f1": "f1", "f1_macro": "f1_macro", "matthews_correlation": "mcc",
            "pearson_correlation": "pearson", "spearman_correlation": "spearman", "roc_auc": "roc_auc",
@@ -291,11 +295,31 @@ def _training(dp: dict, chain: Chain, f: Findings) -> dict:
     patience = tr.get("validation_patience", 5)  # DeepPavlov's default; null: no early stopping
     t["patience"] = None if patience is None else f.number(patience, "train.validation_patience")
     t.update(_evaluations(tr, t, f))
+    if t.get("epochs") is _UNTIL_PATIENCE:
+        t["epochs"] = _until_patience(tr.get("epochs", it.get("num_train_epochs")), t, f)
     t.update(_logging_keys(tr, f))
     if any(k in tr for k in ("log_every_n_epochs", "log_every_n_batches", "log_on_k_batches")):
         f.note("log_every_n_*: mtbert logs the training loss per task with every evaluation (metrics.jsonl) "
                "and live in the progress bar")
     return {k: v for k, v in t.items() if v is not None or k == "clip_norm"}
+
+
+def _until_patience(epochs, t: dict, f: Findings) -> int | None:
+    """`train.epochs: -1` (or 0) without `max_batches`: DeepPavlov's NNTrainer has no epoch limit and stops only
+    when `validation_patience` validations in a row do not improve the first metric. mtbert trains the same
+    way (training.patience, the same validations) up to UNTIL_PATIENCE_EPOCHS epochs, a cap DeepPavlov does
+    not have: a run whose dev score keeps creeping up ends there instead of running for days."""
+    validates = t.get("eval_every") or t.get("eval_every_epochs")
+    if not t.get("patience") or not validates:
+        why = ("no validation_patience" if not t.get("patience") else
+               "no validation during training (val_every_n_epochs / val_every_n_batches)")
+        f.problem("train.epochs", f"{epochs} with {why} never stops in DeepPavlov; give the number of epochs, "
+                  "or train.max_batches" + ("" if t.get("patience") else ", or validation_patience"))
+        return None
+    f.note(f"train.epochs {epochs}: training stops when {t['patience']} validations in a row do not improve the "
+           f"target (validation_patience), as in DeepPavlov, and at the latest after {UNTIL_PATIENCE_EPOCHS} epochs "
+           "(mtbert's cap; --set training.epochs=N moves it)", logging.WARNING)
+    return UNTIL_PATIENCE_EPOCHS
 
 
 def _logging_keys(tr: dict, f: Findings) -> dict:
@@ -333,12 +357,11 @@ def _steps(it: dict, tr: dict, chain: Chain, f: Findings) -> dict:
     if epochs is not None:
         t["epochs"] = f.number(epochs, "train.epochs")
         if t["epochs"] is not None and t["epochs"] <= 0:
-            # DeepPavlov: no epoch limit, training ends when validation_patience (or max_batches) stops it
+            # DeepPavlov: no epoch limit (NNTrainer checks max_epochs only when positive); training ends when
+            # max_batches or validation_patience stops it. Without max_batches, _until_patience sets the cap.
             del t["epochs"]
-            if tr.get("max_batches", -1) in (-1, None) or tr.get("validation_patience", 5) is None:
-                f.problem("train.epochs", f"{epochs} trains until validation_patience stops it; mtbert needs a "
-                          "bound as well: add train.max_batches (with validation_patience), or give the number "
-                          "of epochs")
+            if tr.get("max_batches", -1) in (-1, None):
+                t["epochs"] = _UNTIL_PATIENCE  # until validation_patience stops it: _training sets mtbert's cap
         if "num_train_epochs" in it and \
                 f.number(it["num_train_epochs"], "dataset_iterator.num_train_epochs") != t.get("epochs"):
             f.note("dataset_iterator.num_train_epochs differs from train.epochs: mtbert anneals over train.epochs")
@@ -547,13 +570,23 @@ def to_yaml(converted: dict, source: str, raw: dict | None = None) -> str:
     lines = [f"# Converted from the DeepPavlov config {source} by `mtbert convert`.",
              "# Variables are resolved (DP_<NAME> overrides as they were at conversion); docs/deeppavlov.md",
              "# explains each mapping."]
-    if raw is not None and "test" in evaluation_targets(resolve_variables(raw, source)):
-        lines.append("# DeepPavlov's evaluation_targets include test: mtbert evaluate RUN_DIR --split test")
-    return "\n".join(lines) + "\n" + _commented(yaml.safe_dump(converted, sort_keys=False, allow_unicode=True))
+    comments = dict(DIFFERS)
+    if raw is not None:
+        dp = resolve_variables(raw, source)
+        if "test" in evaluation_targets(dp):
+            lines.append("# DeepPavlov's evaluation_targets include test: mtbert evaluate RUN_DIR --split test")
+        tr = dp.get("train") or {}
+        epochs = tr.get("epochs", (dp.get("dataset_iterator") or {}).get("num_train_epochs"))
+        if isinstance(epochs, int | float) and epochs <= 0 and (converted.get("training") or {}).get("epochs"):
+            comments["training.epochs"] = (f"DeepPavlov's epochs {epochs}: no epoch limit, training stops on "
+                                           "validation_patience (training.patience); this is mtbert's cap")
+    return "\n".join(lines) + "\n" + _commented(yaml.safe_dump(converted, sort_keys=False, allow_unicode=True),
+                                                 comments)
 
 
-def _commented(text: str) -> str:
-    """Put each DIFFERS comment above its key: `training.<key>` at two spaces, a task's key at four."""
+def _commented(text: str, comments: dict[str, str]) -> str:
+    """Put each comment (DIFFERS and the conversion's own) above its key: `training.<key>` at two spaces, a
+    task's key at four."""
     out, section = [], None
     for line in text.splitlines():
         indent = len(line) - len(line.lstrip(" "))
@@ -561,8 +594,8 @@ def _commented(text: str) -> str:
         if indent == 0:
             section = key
         path = f"{section}.{key}" if (section, indent) in (("training", 2), ("tasks", 4)) else None
-        if path in DIFFERS:
-            out.append(f"{' ' * indent}# {DIFFERS[path]}")
+        if path in comments:
+            out.append(f"{' ' * indent}# {comments[path]}")
         out.append(line)
     return "\n".join(out) + "\n"
 

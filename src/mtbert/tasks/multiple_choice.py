@@ -3,6 +3,7 @@ one. Each (context, choice) pair is scored alone; softmax over the choices of an
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -17,6 +18,18 @@ from mtbert.tasks.classification import raw_label
 # COPA's question, as DeepPavlov's huggingface_dataset_reader writes it at the end of the context
 COPA_QUESTIONS = {"What was the cause of this?": "cause", "What happened as a result?": "effect",
                   "Что было причиной этого?": "cause", "Что случилось в результате?": "effect"}
+
+
+def _one_context(contexts: list):
+    """DeepPavlov's multiple-choice `contexts`: the context once per choice (its preprocessor pairs
+    contexts[i] with choices[i]; its COPA reader repeats the premise). mtbert reads one context per example."""
+    if contexts and all(isinstance(x, str) for x in contexts) and len(set(contexts)) == 1:
+        return contexts[0]
+    if len({json.dumps(x) for x in contexts}) > 1:
+        raise BadRow(f"text is a JSON list of {len(contexts)} different contexts ({short(contexts)}); mtbert reads one "
+                     "context per example, shared by its choices: write it as a JSON string, or the same string "
+                     "once per choice (DeepPavlov's contexts)")
+    return contexts[0] if contexts else None
 
 
 @registry.register("multiple_choice")
@@ -40,7 +53,8 @@ class MultipleChoice(TaskType):
 
     def row_to_example(self, spec, get):
         c = spec.columns
-        ex = Example(text=text_field(get("text"), "text"))
+        text = get("text")
+        ex = Example(text=text_field(_one_context(text) if isinstance(text, list) else text, "text"))
         if c.text_pair is not None:
             ex.text_pair = text_field(get("text_pair"), "text_pair")
         if c.question is not None:
