@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtbert.modeling.heads import build_head
+
 
 class MultiTaskModel(nn.Module):
     def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], task_types: dict[str, str]):
@@ -35,3 +37,16 @@ class MultiTaskModel(nn.Module):
 
     def loss(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.heads[task].loss(self(task, batch), batch["labels"])
+
+
+def build_model(tasks: dict, encoder: nn.Module, labels: dict[str, list[str] | None],
+                head_options: dict[str, dict] | None = None) -> MultiTaskModel:
+    """The one model factory: `encoder` and a head per task of `tasks` (the config's TaskConfigs), used by
+    training (training.trainer.model_for_training adds what only training needs) and by loading a run dir
+    (rundir.load_model, whose saved weights then replace the initial ones). `head_options`: per task, what
+    the training data sets in its head (build_head's class_weights, target_mean, tokens_per_example);
+    none when loading."""
+    hidden = encoder.config.hidden_size
+    options = head_options or {}
+    heads = {name: build_head(task, hidden, labels.get(name), **options.get(name, {})) for name, task in tasks.items()}
+    return MultiTaskModel(encoder, heads, {name: task.type for name, task in tasks.items()})
