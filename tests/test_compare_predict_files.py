@@ -80,7 +80,7 @@ def test_compare_seeds_and_methods_table_with_spreads_and_resume(toy_config, toy
     assert "| single-task | 2 |" in md and "| multi-task: plain | 1 |" in md  # cost rows: models stored
     assert re.search(r"multi-task >= single-task on \d of 2 \(mean of 2 seeds, best method: \w+\)", md)
     # scores are the evaluate path's: the saved model scored again gives the same numbers
-    from mtbert.evaluation.evaluate import evaluate_run
+    from mtbert.inference.predictor import evaluate_run
     run = next(r for r in report["runs"] if r["name"] == "seed-3/multi-plain")
     assert evaluate_run(out / "seed-3/multi-plain", "dev")[0] == run["scores"]
     costs = report["costs"]

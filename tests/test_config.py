@@ -44,7 +44,7 @@ def no_training(monkeypatch):
     """The CLI must fail in load_config; if a config unexpectedly passed, fail fast instead of training."""
     import mtbert.training.trainer as trainer
 
-    def train(cfg, run_dir):
+    def train(cfg, run_dir, **kwargs):
         raise AssertionError("the config was accepted and training started")
 
     monkeypatch.setattr(trainer, "train", train)

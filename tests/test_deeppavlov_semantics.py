@@ -23,8 +23,8 @@ from mtbert.training import trainer as tr
 from mtbert.training.checkpoint import checkpoints
 from mtbert.training.trainer import (
     LrSchedule,
-    build_model,
     make_optimizer,
+    model_for_training,
     prepare_data,
     reload_best,
     seed_everything,
@@ -150,8 +150,8 @@ def test_dp_pooler_is_one_new_layer_for_all_tasks(toy_config):
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer)
     seed_everything(cfg.seed)
-    model = build_model(cfg, data)
-    pretrained = build_model(validate(toy_config), data).encoder.pooler.dense.weight
+    model = model_for_training(cfg, data)
+    pretrained = model_for_training(validate(toy_config), data).encoder.pooler.dense.weight
     dense = model.encoder.pooler.dense
     assert not torch.equal(dense.weight, pretrained)  # PyTorch's Linear init, not the checkpoint's
     assert all(p.requires_grad for p in model.encoder.pooler.parameters())
@@ -195,7 +195,7 @@ def test_weight_decay_on_every_parameter_or_not_biases_and_layernorm(toy_config)
     on every parameter; mtbert's default leaves biases and LayerNorm weights undecayed."""
     def decay_of(**training):
         cfg = validate({**toy_config, "training": {**toy_config["training"], **training}})
-        model = build_model(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
+        model = model_for_training(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
         groups = make_optimizer(model, cfg).param_groups
         return {id(p): g["weight_decay"] for g in groups for p in g["params"]}, dict(model.named_parameters())
 
@@ -244,7 +244,7 @@ def test_lr_drops_once_per_plateau_after_reloading_the_best(toy_config, tmp_path
 def test_reload_best_puts_the_saved_model_back(toy_config, tmp_path):
     cfg = validate({**toy_config, "training": {**toy_config["training"], "max_steps": 2, "eval_every": 2}})
     train(cfg, tmp_path / "run")
-    model = build_model(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
+    model = model_for_training(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
     assert reload_best(model, tmp_path / "run", cfg.backbone_impl)
     heads = load_file(tmp_path / "run/model/heads.safetensors")
     assert all(torch.equal(v, heads[k]) for k, v in model.heads.state_dict().items())

@@ -72,8 +72,7 @@ def test_validation_takes_the_levers_on_multiple_choice_and_refuses_them_elsewhe
 
 def test_a_model_trained_with_questions_predicts_from_the_bare_value_as_evaluate_scores(toy_config, toy_data, tmp_path):
     """Training, evaluate and predict (both forms of input) read the same rephrased question."""
-    from mtbert.evaluation.evaluate import evaluate_run
-    from mtbert.inference.predictor import Predictor
+    from mtbert.inference.predictor import Predictor, evaluate_run
     from mtbert.training.trainer import train
 
     rows = [json.loads(line) for line in (toy_data / "mc_train.jsonl").read_text().splitlines()]

@@ -220,7 +220,9 @@ def test_dev_evaluation_has_a_progress_bar_that_follows_training_progress(toy_co
             super().__init__(*args, desc=desc, **kwargs)
             bars.append((desc, self.disable, self))  # a disabled bar keeps no desc; close() disables any
 
-    monkeypatch.setattr(trainer_module, "tqdm", Recorded)
+    from mtbert.evaluation import evaluate as evaluation_module
+
+    monkeypatch.setattr(evaluation_module, "tqdm", Recorded)  # the dev bar: evaluation's one scoring function
     train(_cfg(toy_config, progress=progress))
     dev = [(disabled, bar) for desc, disabled, bar in bars if desc == "dev"]
     assert len(dev) == 2  # the evaluations at steps 6 and 12

@@ -12,8 +12,8 @@ from mtbert.data.features import collate
 from mtbert.modeling.encoder import load_tokenizer
 from mtbert.training.trainer import (
     LrSchedule,
-    build_model,
     make_optimizer,
+    model_for_training,
     prepare_data,
     seed_everything,
     train,
@@ -33,7 +33,7 @@ def test_idle_heads_stay_bit_identical_through_a_step(toy_config):
     tok = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tok)
     seed_everything(0)
-    model = build_model(cfg, data)
+    model = model_for_training(cfg, data)
     opt = make_optimizer(model, cfg)
 
     def step(task):
@@ -96,7 +96,7 @@ def test_freeze_encoder_trains_only_heads(toy_config):
     cfg = _cfg(toy_config, freeze_encoder=True)
     tok = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tok)
-    model = build_model(cfg, data)
+    model = model_for_training(cfg, data)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("heads.") for n in trainable)
     names = {id(p) for g in make_optimizer(model, cfg).param_groups for p in g["params"]}
@@ -105,7 +105,7 @@ def test_freeze_encoder_trains_only_heads(toy_config):
 
 def test_freeze_embeddings_keeps_layers_trainable(toy_config):
     cfg = _cfg(toy_config, freeze_embeddings=True)
-    model = build_model(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
+    model = model_for_training(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
     assert not any(v for n, v in grads.items() if ".embeddings." in n)
     assert any(v for n, v in grads.items() if ".layer." in n)
@@ -113,7 +113,7 @@ def test_freeze_embeddings_keeps_layers_trainable(toy_config):
 
 def test_optimizer_has_no_decay_on_bias_and_layernorm(toy_config):
     cfg = _cfg(toy_config, weight_decay=0.05, head_lr=1e-2)
-    model = build_model(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
+    model = model_for_training(cfg, prepare_data(cfg, load_tokenizer(cfg.backbone)))
     opt = make_optimizer(model, cfg)
     by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
     for name, p in model.named_parameters():
@@ -225,7 +225,7 @@ def test_every_token_weighs_the_same_however_the_batches_group_lengths(toy_confi
 
     cfg = _cfg(toy_config)
     data = prepare_data(cfg, load_tokenizer(cfg.backbone))
-    model = build_model(cfg, data)
+    model = model_for_training(cfg, data)
     labelled = [sum(t != IGNORE for t in f.label) for f in data["ner"].train_feats]
     assert model.heads["ner"].tokens_per_example == pytest.approx(sum(labelled) / len(labelled))
     assert not hasattr(model.heads["sent"], "tokens_per_example")

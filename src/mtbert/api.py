@@ -59,16 +59,13 @@ def train(config: str | Path | dict | Config, overrides: dict | list[str] | None
     """Train as `mtbert train` does: a run dir holding a checkpoint of the same config is resumed; any other
     run there is refused unless `overwrite` (which removes only that run's files). `callbacks`:
     `mtbert.Callback` subclasses, told of every step, evaluation, checkpoint and the end."""
-    from mtbert.training.start import PYTHON, fresh_run_dir, wants_resume
+    from mtbert.training.checkpoint import PYTHON, Checkpointer, place_run
     from mtbert.training.trainer import train as run_training
 
     cfg = resolve_config(config, overrides)
-    if run_dir is not None:
-        cfg.run_dir = str(run_dir)
-    out = Path(cfg.run_dir)
-    resumed = wants_resume(out, cfg, resume, overwrite, PYTHON)
-    if not resumed:
-        fresh_run_dir(out, overwrite, Path(config) if isinstance(config, str | Path) else None, say=PYTHON)
+    out = place_run(cfg, run_dir)
+    resumed = Checkpointer(out, cfg).start(resume, overwrite, Path(config) if isinstance(config, str | Path) else None,
+                                           PYTHON)
     summary = run_training(cfg, out, resume=resumed, callbacks=callbacks)
     best = summary.get("best") or {}
     return RunResult(out, best.get("dev", {}), best.get("target"), best.get("step"), summary)
@@ -85,7 +82,7 @@ def load(run_dir: str | Path, engine: str = "torch", **options):
 def evaluate(run_dir: str | Path, split: str = "dev", precision: str = "auto") -> dict[str, dict[str, float]]:
     """{task: {metric: value}} on the config's dev or test split, as `mtbert evaluate` scores it (dev gives
     report.md's numbers exactly)."""
-    from mtbert.evaluation.evaluate import evaluate_run
+    from mtbert.inference.predictor import evaluate_run
 
     if split not in ("dev", "test"):
         raise UserError(f"split {split!r}: use 'dev' or 'test'")

@@ -27,8 +27,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_train(args) -> int:
+    from mtbert.training.checkpoint import Checkpointer, place_run
     from mtbert.training.distributed import from_env, launch
-    from mtbert.training.start import fresh_run_dir, wants_resume
     from mtbert.training.trainer import TrainingInterrupted, train
 
     if args.nproc is not None:
@@ -42,21 +42,15 @@ def cmd_train(args) -> int:
         return launch(_without_nproc(args.argv), args.nproc)
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         raise UserError("--resume RUN_DIR names the run dir already; drop --run-dir")
-    if args.run_dir or args.resume:
-        cfg.run_dir = args.run_dir or args.resume
-    run_dir = Path(cfg.run_dir)
+    run_dir = place_run(cfg, args.run_dir or args.resume)
     check_output_dir(run_dir, "--resume" if args.resume else "--run-dir" if args.run_dir else "run_dir",
                      "make it writable to resume" if args.resume else
                      "make it writable, or train into another folder with --run-dir DIR")
     # under torchrun every rank takes the same decision before rank 0 clears or writes anything
     ranks = from_env(cfg.training.dist_timeout, cfg.training.device)
-    resume = wants_resume(run_dir, cfg, bool(args.resume), args.overwrite)
-    if not resume:
-        ranks.barrier()
-        fresh_run_dir(run_dir, args.overwrite, Path(args.config), clear=ranks.is_main)
-    ranks.barrier()
+    resume = Checkpointer(run_dir, cfg, ranks).start(bool(args.resume), args.overwrite, Path(args.config))
     try:
-        summary = train(cfg, run_dir, resume=resume)
+        summary = train(cfg, run_dir, resume=resume, ranks=ranks)
     except OSError as err:
         # a write the run dir refused after the start (full disk, folder made read-only): the machine's
         # doing, told with the one next step that works (any other file's refusal: main() tells it)
@@ -64,7 +58,7 @@ def cmd_train(args) -> int:
         inside = err.filename is None or Path(os.path.abspath(err.filename)).is_relative_to(run_dir.absolute())
         if (line := os_error_line(err, run_dir)) is None or not inside:
             raise
-        from mtbert.training.checkpoint import after_write_failure
+        from mtbert.rundir import after_write_failure
 
         raise UserError(f"{line}; {after_write_failure(run_dir)}") from None
     except TrainingInterrupted as stop:
@@ -214,7 +208,7 @@ def cmd_compare(args) -> int:
     check_output_dir(run_dir, "--run-dir" if args.run_dir else "run_dir",
                      "make it writable, or write elsewhere with --run-dir DIR")
     if args.overwrite:  # without it, finished runs are reused and interrupted ones resumed
-        from mtbert.training.start import fresh_run_dir
+        from mtbert.training.checkpoint import fresh_run_dir
 
         fresh_run_dir(run_dir, True, Path(args.config))
     compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs, args.rescore)
@@ -261,8 +255,8 @@ def _model_input(predictor, run_dir: str) -> tuple[str, Path]:
 
 def cmd_evaluate(args) -> int:
     from mtbert.evaluation.evaluate import evaluate_split, premise_checks
+    from mtbert.evaluation.tables import results_table
     from mtbert.inference.predictor import Predictor
-    from mtbert.training.report import results_table
 
     predictor = Predictor(args.run_dir, precision=args.precision)
     cfg = predictor.cfg
@@ -556,33 +550,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mtbert: error: {command + ': ' if command else ''}{message}; see {self.prog} --help\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
-    p.add_argument("--version", action="version", version=f"mtbert {__version__}")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
-    # -q after the subcommand too (`mtbert train CFG -q`); SUPPRESS keeps a subcommand from resetting a -q
-    # given before it
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="only warnings and errors on stderr")
-    sub = p.add_subparsers(dest="command", required=True)
+CONFIG_HELP = "a YAML or JSON config: mtbert's, or a DeepPavlov multitask config (converted on the fly)"
+RUN_HELP = "a run dir written by mtbert train"
 
-    def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}",
-                              formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
 
-    config_help = "a YAML or JSON config: mtbert's, or a DeepPavlov multitask config (converted on the fly)"
-    run_help = "a run dir written by mtbert train"
+def _config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
+    """The config a command reads and its --set overrides (train, check and compare take both)."""
+    parser.add_argument("config", help=CONFIG_HELP)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, {set_help} (repeatable)")
 
-    def config_arguments(parser: argparse.ArgumentParser, set_help: str) -> None:
-        """The config a command reads and its --set overrides (train, check and compare take both)."""
-        parser.add_argument("config", help=config_help)
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help=f"override a config value, {set_help} (repeatable)")
 
+def _train_command(command) -> None:
     t = command("train", "train a multi-task model from a YAML or JSON config",
                 "mtbert train configs/deeppavlov_example.yaml --set training.epochs=1")
-    config_arguments(t, "e.g. --set training.lr=3e-5")
+    _config_arguments(t, "e.g. --set training.lr=3e-5")
     t.add_argument("--run-dir", help="where to write the run (default: the config's run_dir, or runs/<config name>)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in the run dir")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
@@ -592,18 +574,22 @@ def build_parser() -> argparse.ArgumentParser:
     _task_selection(t)
     t.set_defaults(func=cmd_train)
 
+
+def _check_command(command) -> None:
     k = command("check", "what train would do with a config, without training: data sizes, labels, "
                 "truncation, steps, the schedule's task mix, a time estimate",
                 "mtbert check configs/deeppavlov_example.yaml")
-    config_arguments(k, "as train takes it")
+    _config_arguments(k, "as train takes it")
     k.add_argument("--run-dir", help="the run dir train would write (default: the config's run_dir)")
     k.add_argument("--no-timing", action="store_true", help="skip the few timed training steps of the estimate")
     _task_selection(k)
     k.set_defaults(func=cmd_check)
 
+
+def _evaluate_command(command) -> None:
     e = command("evaluate", "score a trained run on dev or test data",
                 "mtbert evaluate runs/deeppavlov_example --split dev")
-    e.add_argument("run_dir", help=run_help)
+    e.add_argument("run_dir", help=RUN_HELP)
     e.add_argument("--split", choices=["dev", "test"], default="dev", help="the config's split to score (default dev)")
     e.add_argument("--data", action="append", default=[], metavar="TASK=PATH", help="evaluate TASK on this file")
     e.add_argument("--task", action="append", help="only this task (repeatable)")
@@ -614,9 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the run dir's module:function metrics (they import and run code it names)")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _predict_command(command) -> None:
     r = command("predict", "predict a task for JSON Lines inputs, or every task on the config's files",
                 'echo \'{"text": "The book was written."}\' | mtbert predict runs/deeppavlov_example --task cola')
-    r.add_argument("run_dir", metavar="RUN", help=run_help + " (with --engine onnx: an exported bundle), or a "
+    r.add_argument("run_dir", metavar="RUN", help=RUN_HELP + " (with --engine onnx: an exported bundle), or a "
                    "DeepPavlov config whose load_path holds one")
     r.add_argument("--task", help="the task to predict (required with --input)")
     r.add_argument("--input", default="-", help="JSON Lines file, or - for stdin (default)")
@@ -638,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     _task_selection(r, "the tasks the run was trained with")
     r.set_defaults(func=cmd_predict)
 
+
+def _convert_command(command) -> None:
     v = command("convert", "convert a DeepPavlov multitask config to an mtbert config",
                 "mtbert convert configs/deeppavlov/multitask_example.json -o example.yaml")
     v.add_argument("config", help="DeepPavlov config (JSON)")
@@ -645,10 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
     _task_selection(v)
     v.set_defaults(func=cmd_convert)
 
+
+def _compare_command(command) -> None:
     c = command("compare", "is one shared model as good as one model per task? trains both, writes "
                 "a multi- vs single-task table",
                 "mtbert compare configs/deeppavlov_example.yaml --seeds 42,7 --methods plain,temperature --jobs 2")
-    config_arguments(c, "for every run of the comparison")
+    _config_arguments(c, "for every run of the comparison")
     c.add_argument("--seeds", help="comma-separated seeds, every run once per seed (default: the config's seed)")
     c.add_argument("--methods", default="plain",
                    help="multi-task methods, comma-separated: plain, temperature, uncertainty, distill, or several "
@@ -662,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the runs finished earlier again on dev (after a change to evaluation)")
     c.set_defaults(func=cmd_compare)
 
+
+def _serve_command(command) -> None:
     s = command("serve", "serve a trained model over HTTP: REST API, web page, OpenAPI at /docs",
                 "mtbert serve runs/deeppavlov_example --port 8000")
     s.add_argument("run_dir", help="a run dir, or with --engine onnx an exported bundle")
@@ -680,9 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 10)")
     s.set_defaults(func=cmd_serve)
 
+
+def _export_command(command) -> None:
     x = command("export", "export a trained model (encoder and every head) as one ONNX graph, or one task as "
                 "a transformers model", "mtbert export runs/deeppavlov_example --format hf --task conll")
-    x.add_argument("run_dir", help=run_help)
+    x.add_argument("run_dir", help=RUN_HELP)
     x.add_argument("--format", choices=["onnx", "hf"], default="onnx",
                    help="onnx (default): every task in one graph; hf: the --task as a folder transformers' "
                         "AutoModelFor* classes and pipeline() load")
@@ -693,6 +689,25 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--force", action="store_true", help="replace an earlier export there (only a folder whose "
                    "manifest.json lists every file in it)")
     x.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mtbert", description="Multi-task BERT: one shared encoder, a head per task.")
+    p.add_argument("--version", action="version", version=f"mtbert {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    # -q after the subcommand too (`mtbert train CFG -q`); SUPPRESS keeps a subcommand from resetting a -q
+    # given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors on stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+
+    for add in (_train_command, _check_command, _evaluate_command, _predict_command, _convert_command, _compare_command, _serve_command, _export_command):
+        add(command)
     return p
 
 

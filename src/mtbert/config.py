@@ -786,12 +786,18 @@ def resolve_raw(raw: dict, source: str | Path) -> dict:
         raise UserError(f"{source}: {err}") from None
 
 
+def default_run_dir(path: str | Path | None = None) -> str:
+    """Where a run goes when neither the config nor the caller says: runs/<config file name>, or runs/mtbert
+    for a config given in Python. The one default (config.finish and training.checkpoint.place_run use it)."""
+    return str(Path("runs") / (Path(path).stem if path is not None else "mtbert"))
+
+
 def finish(raw: dict, path: str | Path, check_files: bool = True) -> Config:
     """Validate a raw config and resolve its paths."""
     cfg = validate(raw, str(path))
     cfg.data_dir = str(Path(cfg.data_dir).resolve())
     if cfg.run_dir is None:
-        cfg.run_dir = str(Path("runs") / Path(path).stem)
+        cfg.run_dir = default_run_dir(path)
     if check_files:  # what lies outside the config: the backbone, then the data files
         check_backbone(cfg, str(path))
         check_data_files(cfg, str(path))

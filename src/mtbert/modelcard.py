@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 
 from mtbert.config import Config
+from mtbert.evaluation.tables import results_table
 from mtbert.modeling.encoder import HUB_NAMES
 from mtbert.tasks import registry
-from mtbert.training.report import results_table
 
 # the hub's task for each task type (its STS-B models are text-classification with one regression output)
 PIPELINES = {"text-classification", "token-classification"}  # the types transformers' pipeline() runs

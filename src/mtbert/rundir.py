@@ -43,12 +43,13 @@ from mtbert.io import atomic_write_dir, atomic_write_text, leftover_of, old_dir,
 from mtbert.modeling.encoder import load_saved_encoder
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.runfiles import RUN_FIX, read_labels, read_saved_config
-from mtbert.tasks import build_head
-from mtbert.training.checkpoint import CHECKPOINT
+from mtbert.tasks import build_model
 
 log = logging.getLogger("mtbert")
 
 MODEL = "model"
+CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}\d{{8,}}")  # f"{CHECKPOINT_PREFIX}{step:08d}"
 TENSORBOARD, MLFLOW, MLFLOW_RUN_ID = "tensorboard", "mlflow", "mlflow_run_id"  # training/loggers.py's
 TRAIN_FILES = ("config.yaml", "metrics.jsonl", "report.md", "curves.png", MODEL, TENSORBOARD, MLFLOW, MLFLOW_RUN_ID)
 COMPARE_FILES = ("compare.json", "compare.md", "compare.png", "compare-run.json")
@@ -68,6 +69,26 @@ def run_files(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         return []
     return sorted(p for p in run_dir.iterdir() if is_run_file(p.name))
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (training/checkpoint.py writes them), oldest first (half-written ones are hidden
+    .tmp directories). Only mtbert's names, of 8 digits or more: another trainer's `checkpoint-500/` is
+    neither resumed nor pruned."""
+    found = [p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and CHECKPOINT.fullmatch(p.name)
+             and (p / "trainer.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def after_write_failure(run_dir: Path) -> str:
+    """What to do after a write into the run dir failed (full disk, read-only folder): the one step that
+    works, whether a checkpoint exists to resume from or not."""
+    found = checkpoints(run_dir)
+    if found:
+        return (f"checkpoint {found[-1].name} is intact: free space or fix permissions, then resume with "
+                f"--resume {run_dir}")
+    return ("no checkpoint was written yet, so there is nothing to resume: free space or fix permissions, "
+            "then train again with --overwrite")
 
 
 def _compare_seeds(run_dir: Path) -> list[Path]:
@@ -170,8 +191,6 @@ def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, lab
         (tmp / "README.md").write_text(run_card(cfg, Path(run_dir), labels, record, precision, model_type),
                                        encoding="utf-8")
 
-    from mtbert.training.checkpoint import after_write_failure
-
     had_model = (run_dir / MODEL).is_dir()
     try:
         atomic_write_dir(run_dir / MODEL, write)
@@ -251,8 +270,7 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
     tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
     check_vocabulary(tokenizer, path / "encoder", cfg.backbone)
     hidden = encoder.config.hidden_size
-    heads = {name: build_head(task, hidden, labels.get(name)) for name, task in cfg.tasks.items()}
-    model = MultiTaskModel(encoder, heads, dict(cfg.tasks))
+    model = build_model(cfg.tasks, encoder, labels)
     state = _read_safetensors(path / "heads.safetensors")
     for name, head in model.heads.items():
         prefix = f"{name}."

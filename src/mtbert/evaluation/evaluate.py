@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mtbert.data.example import Example
 from mtbert.data.features import Feature, collate, sorted_batches
@@ -80,6 +82,34 @@ def predict_task(model, task: str, feats: list[Feature], batch_size: int, pad_id
                          on_batch=on_batch)[task]
 
 
+@dataclass
+class EvalSet:
+    """One task's examples to score, their features, its label vocabulary and the metrics to compute."""
+    task: str
+    type: str
+    examples: list[Example]
+    feats: list[Feature]
+    labels: list[str] | None
+    metrics: list[str]
+
+
+def score_sets(model, sets: list[EvalSet], batch_size: int, pad_id: int, amp, ranks=None,
+               progress: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, TaskPredictions]]:
+    """The one evaluation: ({task: {metric: score}}, {task: predictions}) of `model` on each set. Training's
+    dev evaluations, `mtbert evaluate`, `mtbert.evaluate` and `mtbert compare` all score through here, so
+    the same model, precision (`amp`) and batch size give the same numbers. `ranks`: each training
+    process predicts a share of the batches."""
+    scores, predictions = {}, {}
+    bar = tqdm(total=sum(len(s.feats) for s in sets), desc="dev", unit="input", leave=False, disable=not progress,
+               dynamic_ncols=True)
+    for s in sets:
+        preds = predict_task(model, s.task, s.feats, batch_size, pad_id, s.labels, amp, ranks, on_batch=bar.update)
+        scores[s.task] = score_task(s.type, s.metrics, s.examples, preds, s.labels)
+        predictions[s.task] = preds
+    bar.close()
+    return scores, predictions
+
+
 def gold_values(task_type: str, examples: list[Example], labels: list[str] | None):
     return registry.get(task_type).gold(examples, labels)
 
@@ -146,22 +176,18 @@ def evaluate_split(predictor, split: str, tasks: list[str], overrides: dict[str,
                    batch_size: int | None = None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """({task: {metric: score}}, {task: primary metric}) on the split, computed as training computed its dev
     scores: same precision (the predictor's), same batches (training's eval_batch_size unless given)."""
-    batch_size = batch_size or predictor.cfg.training.eval_batch_size
-    scores, primary = {}, {}
+    sets = []
     for name in tasks:
         found = _split_examples(predictor, name, split, overrides)
-        if found is None:
-            continue
-        examples, feats = found
-        task, labels = predictor._task(name), predictor.labels.get(name)
-        preds = predict_task(predictor.model, name, feats, batch_size, predictor.tokenizer.pad_token_id or 0,
-                             labels, predictor.amp)
-        metrics = trusted_metrics(name, task.type, task.metrics, custom_metrics)
-        scores[name] = score_task(task.type, metrics, examples, preds, labels)
-        primary[name] = metrics[0]
-    if not scores:
+        if found is not None:
+            task = predictor._task(name)
+            sets.append(EvalSet(name, task.type, *found, predictor.labels.get(name),
+                                trusted_metrics(name, task.type, task.metrics, custom_metrics)))
+    if not sets:
         raise UserError(f"nothing to evaluate: no task has a {split} split; pass --data TASK=PATH")
-    return scores, primary
+    scores, _ = score_sets(predictor.model, sets, batch_size or predictor.cfg.training.eval_batch_size,
+                           predictor.tokenizer.pad_token_id or 0, predictor.amp)
+    return scores, {s.task: s.metrics[0] for s in sets}
 
 
 def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str, str],
@@ -186,15 +212,3 @@ def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str,
 
         out[name] = premise_check(choose, examples, seed)
     return out
-
-
-def evaluate_run(run_dir, split: str = "dev", precision: str = "auto") -> tuple[dict, dict, str]:
-    """Score a saved run on a split of its config's data as `mtbert evaluate` does: ({task: {metric: value}},
-    {task: primary metric}, the precision it ran in). Tasks without that split are skipped; custom
-    `module:function` metrics named by the run are not run."""
-    from mtbert.inference.predictor import Predictor
-
-    predictor = Predictor(run_dir, precision=precision)
-    tasks = [n for n in predictor.cfg.tasks if getattr(predictor.cfg.tasks[n], split) is not None]
-    scores, primary = evaluate_split(predictor, split, tasks, {}, False)
-    return scores, primary, predictor.precision

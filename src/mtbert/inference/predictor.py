@@ -6,7 +6,7 @@ from functools import partial
 from pathlib import Path
 
 from mtbert.data.features import encode
-from mtbert.evaluation.evaluate import predict_tasks
+from mtbert.evaluation.evaluate import evaluate_split, predict_tasks
 from mtbert.inference.common import PredictorBase
 from mtbert.modeling.precision import autocast, inference_precision, resolve_device
 from mtbert.rundir import load_model, recorded_precision
@@ -33,3 +33,13 @@ class Predictor(PredictorBase):
                        stride=stride)
         return predict_tasks(self.model, tasks, feats, self.batch_size, self.tokenizer.pad_token_id or 0,
                              self.labels, self.amp, stitched=stitched)
+
+
+def evaluate_run(run_dir, split: str = "dev", precision: str = "auto") -> tuple[dict, dict, str]:
+    """Score a saved run on a split of its config's data as `mtbert evaluate` does: ({task: {metric: value}},
+    {task: primary metric}, the precision it ran in). Tasks without that split are skipped; custom
+    `module:function` metrics named by the run are not run."""
+    predictor = Predictor(run_dir, precision=precision)
+    tasks = [n for n in predictor.cfg.tasks if getattr(predictor.cfg.tasks[n], split) is not None]
+    scores, primary = evaluate_split(predictor, split, tasks, {}, False)
+    return scores, primary, predictor.precision

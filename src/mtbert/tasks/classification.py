@@ -53,6 +53,14 @@ def raw_label(get):
     return value
 
 
+def checked_count(labels: list[str], num_labels: int | None, name: str) -> list[str]:
+    """The labels train shows, refused when the config's num_labels says another number."""
+    if num_labels is not None and len(labels) != num_labels:
+        raise UserError(f"tasks.{name}.num_labels: {num_labels} given but train has {len(labels)} labels "
+                        f"({', '.join(labels[:20])}); fix num_labels or list them under labels:")
+    return labels
+
+
 @registry.register("classification")
 class Classification(TaskType):
     columns = ("text", "label")
@@ -76,10 +84,7 @@ class Classification(TaskType):
         if given:
             return list(given)
         labels = sorted_labels({ex.label for ex in train})
-        if num_labels is not None and len(labels) != num_labels:
-            raise UserError(f"tasks.{name}.num_labels: {num_labels} given but train has {len(labels)} labels "
-                            f"({', '.join(labels[:20])}); fix num_labels or list them under labels:")
-        return labels
+        return checked_count(labels, num_labels, name)
 
     def encode(self, examples, tokenizer, max_length, labels=None, name="", with_labels=True, pair_encoding="cross",
                stride=None, questions=None, all_subtokens=False):

@@ -19,7 +19,7 @@ from mtbert.data.encoding import encode_texts, label_id
 from mtbert.data.example import BadRow
 from mtbert.errors import UserError
 from mtbert.tasks.base import TaskPredictions, TaskType, _counts, per_label, registry
-from mtbert.tasks.classification import class_label, raw_label, read_text_fields, sorted_labels
+from mtbert.tasks.classification import checked_count, class_label, raw_label, read_text_fields, sorted_labels
 
 THRESHOLD = 0.5
 SEPARATOR = ","
@@ -74,10 +74,7 @@ class MultiLabel(TaskType):
         if not labels:
             raise UserError(f"tasks.{name}: no example of train has a label; list the labels under "
                             f"tasks.{name}.labels or label some examples")
-        if num_labels is not None and len(labels) != num_labels:
-            raise UserError(f"tasks.{name}.num_labels: {num_labels} given but train has {len(labels)} labels "
-                            f"({', '.join(labels[:20])}); fix num_labels or list them under labels:")
-        return labels
+        return checked_count(labels, num_labels, name)
 
     def encode(self, examples, tokenizer, max_length, labels=None, name="", with_labels=True, pair_encoding="cross",
                stride=None, questions=None, all_subtokens=False):

@@ -24,7 +24,14 @@ from mtbert.modeling.encoder import load_tokenizer
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
 from mtbert.rundir import config_yaml, holds_run, model_dir
 from mtbert.tasks import registry
-from mtbert.training.trainer import StepPlan, TaskData, build_model, make_optimizer, prepare_data, step_plan
+from mtbert.training.trainer import (
+    StepPlan,
+    TaskData,
+    make_optimizer,
+    model_for_training,
+    prepare_data,
+    step_plan,
+)
 
 UNCUT = 1_000_000  # a max_length no input reaches: the lengths before truncation
 
@@ -60,7 +67,7 @@ def time_steps(cfg: Config, data: dict[str, TaskData], plan: StepPlan, pad_id: i
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
     amp = partial(autocast, precision, device)
-    model = build_model(cfg, data).to(device)
+    model = model_for_training(cfg, data).to(device)
     optimizer = make_optimizer(model, cfg)
     step, per_input = {}, {}
     for name, td in data.items():

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 import random
-import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,21 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mtbert.config import Config, default_run_dir
 from mtbert.errors import UserError
-from mtbert.io import atomic_write_dir
+from mtbert.io import atomic_write_dir, same_file
+from mtbert.rundir import (
+    CHECKPOINT_PREFIX,
+    after_write_failure,
+    checkpoints,
+    clear_run,
+    holds_run,
+    remove_leftovers,
+    run_files,
+)
+from mtbert.training.distributed import Dist
 
-PREFIX = "checkpoint-"
-CHECKPOINT = re.compile(rf"{PREFIX}\d{{8,}}")  # f"{PREFIX}{step:08d}"
+log = logging.getLogger("mtbert")
 
 
 def fingerprint(cfg) -> str:
@@ -59,14 +70,6 @@ def set_global_rng_state(state: dict) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (half-written ones are hidden .tmp directories). Only mtbert's
-    names, of 8 digits or more: another trainer's `checkpoint-500/` is neither resumed nor pruned."""
-    found = [p for p in Path(run_dir).glob(f"{PREFIX}*") if p.is_dir() and CHECKPOINT.fullmatch(p.name)
-             and (p / "trainer.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
-
-
 def latest_fingerprint(run_dir: Path) -> str | None:
     found = checkpoints(run_dir)
     if not found:
@@ -75,7 +78,7 @@ def latest_fingerprint(run_dir: Path) -> str | None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: dict, keep: int) -> Path:
-    path = Path(run_dir) / f"{PREFIX}{step:08d}"
+    path = Path(run_dir) / f"{CHECKPOINT_PREFIX}{step:08d}"
 
     def write(tmp: Path) -> None:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
@@ -102,17 +105,6 @@ def _save_optimizer(state: dict, path: Path) -> None:
         torch.save(state, f)
 
 
-def after_write_failure(run_dir: Path) -> str:
-    """What to do after a write into the run dir failed (full disk, read-only folder): the one step that
-    works, whether a checkpoint exists to resume from or not."""
-    found = checkpoints(run_dir)
-    if found:
-        return (f"checkpoint {found[-1].name} is intact: free space or fix permissions, then resume with "
-                f"--resume {run_dir}")
-    return ("no checkpoint was written yet, so there is nothing to resume: free space or fix permissions, "
-            "then train again with --overwrite")
-
-
 def load_checkpoint(path: Path, model, optimizer) -> dict:
     """Restore weights, optimiser and RNG states in place; return the trainer state."""
     model.load_state_dict(load_file(path / "model.safetensors"))
@@ -126,3 +118,108 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     state = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
     set_global_rng_state(state.pop("rng"))
     return state
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How the caller says overwrite, run dir and resume, so that messages name the caller's own words."""
+    overwrite: str = "--overwrite"
+    run_dir: str = "--run-dir DIR"
+    resume: str = "--resume"
+
+
+CLI = Spelling()
+PYTHON = Spelling("overwrite=True", "run_dir=...", "resume=True")
+
+
+def place_run(cfg: Config, run_dir: str | Path | None = None) -> Path:
+    """The run dir a training writes: `run_dir` when given (recorded in the config it writes), else the
+    config's, else config.default_run_dir's (a Config built in Python)."""
+    if run_dir is not None:
+        cfg.run_dir = str(run_dir)
+    elif cfg.run_dir is None:
+        cfg.run_dir = default_run_dir()
+    return Path(cfg.run_dir)
+
+
+def fresh_run_dir(run_dir: Path, overwrite: bool, config: Path | None = None, clear: bool = True,
+                  say: Spelling = CLI) -> None:
+    """Make way for a new run in `run_dir`: refuse to write over anything without overwrite, and with it
+    remove only the previous run's own files, saying which others stay. `config`: the file being trained,
+    which is never written over."""
+    if holds_run(run_dir):
+        if not overwrite:
+            raise UserError(f"{run_dir}: already holds a run; pass {say.overwrite} to replace it, "
+                            f"or {say.run_dir} to train into another directory")
+    elif in_the_way := [p.name for p in run_files(run_dir)]:
+        if config is not None and any(same_file(run_dir / name, config) for name in in_the_way):
+            raise UserError(f"{run_dir}: its {config.name} is the config being trained, which a run would "
+                            f"overwrite; mtbert never writes over its inputs: give another {say.run_dir.split()[0]}")
+        if not overwrite:
+            raise UserError(f"{run_dir}: holds {', '.join(in_the_way)}, which a run would overwrite; pass "
+                            f"{say.overwrite} to replace it, or {say.run_dir} to train into another directory")
+    if overwrite and clear:
+        left = clear_run(run_dir)
+        if left:
+            log.warning("%s: %s removed the previous run's files only; left %d other(s): %s", run_dir,
+                        say.overwrite, len(left), ", ".join(left))
+
+
+class Checkpointer:
+    """A run dir's checkpoints for one config: whether a run resumes (the one decision `mtbert train`,
+    `mtbert.train` and `mtbert compare` take), making way for a fresh run, writing checkpoints (rank 0)
+    and restoring the latest, which must carry this config's fingerprint."""
+
+    def __init__(self, run_dir: str | Path, cfg: Config, ranks: Dist | None = None):
+        self.run_dir = Path(run_dir)
+        self.fingerprint = fingerprint(cfg)
+        self.keep = cfg.training.keep_checkpoints
+        self.ranks = ranks or Dist()
+
+    def wants_resume(self, resume: bool = False, overwrite: bool = False, say: Spelling = CLI) -> bool:
+        """Resume when asked (a checkpoint must be there), or when the run dir holds a checkpoint of this
+        very config and overwrite was not asked for."""
+        if resume:
+            if not checkpoints(self.run_dir):
+                raise UserError(f"{say.resume.split('=')[0]} {self.run_dir}: no checkpoint there to resume from")
+            return True
+        if not overwrite and latest_fingerprint(self.run_dir) == self.fingerprint:
+            log.info("%s holds a checkpoint of this config: resuming it (%s starts again)", self.run_dir,
+                     say.overwrite)
+            return True
+        return False
+
+    def start(self, resume: bool = False, overwrite: bool = False, config: Path | None = None,
+              say: Spelling = CLI) -> bool:
+        """Whether the run resumes; if not, the run dir made ready for a fresh run (see fresh_run_dir). Under
+        torchrun every rank takes the same decision before rank 0 clears anything."""
+        resumed = self.wants_resume(resume, overwrite, say)
+        if not resumed:
+            self.ranks.barrier()
+            fresh_run_dir(self.run_dir, overwrite, config, clear=self.ranks.is_main, say=say)
+        self.ranks.barrier()
+        return resumed
+
+    def open(self) -> None:
+        """The run dir, made and rid of what a kill left half-written (never another file); rank 0's."""
+        if self.ranks.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(self.run_dir)
+
+    def save(self, step: int, model, optimizer, trainer_state: dict) -> None:
+        if self.ranks.is_main:
+            save_checkpoint(self.run_dir, step, model, optimizer, {**trainer_state, "fingerprint": self.fingerprint},
+                            self.keep)
+
+    def restore(self, model, optimizer) -> dict | None:
+        """The trainer state of the latest checkpoint, its weights, optimiser and RNG states loaded in place;
+        None without a checkpoint. One of another config is refused."""
+        found = checkpoints(self.run_dir)
+        if not found:
+            return None
+        saved = load_checkpoint(found[-1], model, optimizer)
+        if saved.pop("fingerprint") != self.fingerprint:
+            raise UserError(f"{self.run_dir}: its checkpoint was made with a different config; "
+                            "resume with the same config, or --overwrite to start again")
+        log.info("resuming %s from step %d (%s)", self.run_dir, saved["step"], found[-1].name)
+        return saved

@@ -156,8 +156,8 @@ def run_job(job: Job, config_path: str, threads: int | None, quiet: bool) -> dic
     """Train (or resume) one run, then score its saved model on dev. Runs in a worker process with --jobs."""
     import torch
 
-    from mtbert.evaluation.evaluate import evaluate_run
-    from mtbert.training.start import wants_resume
+    from mtbert.inference.predictor import evaluate_run
+    from mtbert.training.checkpoint import Checkpointer
     from mtbert.training.trainer import train
 
     if quiet:
@@ -172,7 +172,7 @@ def run_job(job: Job, config_path: str, threads: int | None, quiet: bool) -> dic
         if quiet:
             raw["training"]["progress"] = False
     cfg = finish(raw, config_path)
-    resume = wants_resume(job.run_dir, cfg, resume=False, overwrite=False)  # train's decision, the same
+    resume = Checkpointer(job.run_dir, cfg).wants_resume()  # train's decision, the same
     log.info("compare: %s%s", job.name, " (resumed)" if resume else "")
     start = time.time()
     summary = train(cfg, job.run_dir, resume=resume)
@@ -202,7 +202,7 @@ def _parameters(run_dir: Path) -> int:
 
 def rescore(job: Job, done: dict) -> dict:
     """A finished run scored again by today's evaluate path (its saved model, its precision)."""
-    from mtbert.evaluation.evaluate import evaluate_run
+    from mtbert.inference.predictor import evaluate_run
 
     done = {**done}
     done["scores"], done["primary"], done["precision"] = evaluate_run(job.run_dir, "dev")

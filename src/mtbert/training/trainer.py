@@ -30,10 +30,11 @@ from mtbert.data.readers import Example, read_split
 from mtbert.data.schedule import BatchStream, DeepPavlovSchedule, TaskSchedule
 from mtbert.errors import UserError
 from mtbert.evaluation.evaluate import (
+    EvalSet,
     TaskPredictions,
     gold_values,
-    predict_task,
     prediction_values,
+    score_sets,
     score_task,
     target_value,
 )
@@ -41,14 +42,15 @@ from mtbert.io import append_line, atomic_write_text
 from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
-from mtbert.rundir import MODEL, remove_leftovers, save_model, write_config
-from mtbert.tasks import build_head, registry
+from mtbert.rundir import MODEL, save_model, write_config
+from mtbert.tasks import build_model, registry
 from mtbert.training.balancing import UncertaintyWeights
-from mtbert.training.checkpoint import checkpoints, fingerprint, load_checkpoint, save_checkpoint
+from mtbert.training.checkpoint import Checkpointer, place_run
 from mtbert.training.console import training_console
 from mtbert.training.distill import attach_teacher_targets, gold_weight
 from mtbert.training.distributed import Dist, from_env
 from mtbert.training.loggers import Callback, Callbacks, build_loggers, require_packages
+from mtbert.training.plateau import Plateau
 from mtbert.training.report import write_curves, write_report
 
 log = logging.getLogger("mtbert")
@@ -199,11 +201,12 @@ def evaluation_steps(t, plan: StepPlan) -> list[int]:
     return sorted(steps)
 
 
-def build_model(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
+def model_for_training(cfg: Config, data: dict[str, TaskData]) -> MultiTaskModel:
+    """tasks.build_model's model from the backbone, with what training adds: the heads' data
+    statistics, learned loss weights, DeepPavlov's re-initialised pooler, frozen parts."""
     encoder = load_encoder(cfg.backbone, cfg.backbone_impl)
-    hidden = encoder.config.hidden_size
-    heads = {name: build_head(td.cfg, hidden, td.labels, td.train_feats, name) for name, td in data.items()}
-    model = MultiTaskModel(encoder, heads, {n: td.cfg for n, td in data.items()})
+    model = build_model({n: td.cfg for n, td in data.items()}, encoder, {n: td.labels for n, td in data.items()},
+                        {n: td.train_feats for n, td in data.items()})
     if cfg.training.loss_balancing == "uncertainty":
         model.balancer = UncertaintyWeights(model.task_types)
     dp_pooler = [n for n, td in data.items() if td.cfg.pooling == "dp_pooler"]
@@ -306,18 +309,10 @@ class LrSchedule:
 
 def evaluate_all(model, data: dict[str, TaskData], cfg: Config, pad_id: int, amp,
                  ranks: Dist | None = None, progress: bool = False) -> tuple[dict, dict]:
-    scores, outputs = {}, {}
-    bar = tqdm(total=sum(len(td.dev_feats) for td in data.values()), desc="dev", unit="input", leave=False,
-               disable=not progress, dynamic_ncols=True)
-    for name, td in data.items():
-        if not td.dev_feats:
-            continue
-        preds = predict_task(model, name, td.dev_feats, cfg.training.eval_batch_size, pad_id, td.labels, amp, ranks,
-                             on_batch=bar.update)
-        scores[name] = score_task(td.type, metric_names(cfg, name), td.dev, preds, td.labels)
-        outputs[name] = preds
-    bar.close()
-    return scores, outputs
+    """Every task's dev scores and predictions, through evaluation's one scoring function."""
+    sets = [EvalSet(name, td.type, td.dev, td.dev_feats, td.labels, metric_names(cfg, name))
+            for name, td in data.items() if td.dev_feats]
+    return score_sets(model, sets, cfg.training.eval_batch_size, pad_id, amp, ranks, progress)
 
 
 def metric_names(cfg: Config, task: str) -> list[str]:
@@ -369,14 +364,11 @@ class TrainingInterrupted(Exception):
 
 @dataclass
 class TrainState:
-    """Everything about the loop that a checkpoint must carry besides weights, optimiser and RNGs."""
+    """Everything about the loop that a checkpoint must carry besides weights, optimiser, RNGs, schedule,
+    streams and the plateau's state."""
 
     step: int = 0
-    best: float = -math.inf
-    best_eval: dict | None = None
-    bad_evals: int = 0
-    best_for_drop: float = -math.inf
-    bad_for_drop: int = 0
+    best_eval: dict | None = None  # the evaluation that chose the saved model (its target: plateau.best)
     lr_factor: float = 1.0
     loss_sums: dict = field(default_factory=dict)  # task -> [sum, count] since the last evaluation
     loss_curve: list = field(default_factory=list)  # (step, task, loss)
@@ -428,20 +420,78 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
+@dataclass
+class Run:
+    """One training, as `setup` builds it: the model, data, streams, optimiser, schedules and state that
+    `train_step` and `evaluate` work on. `net` is the model as it runs forward (its DDP wrapper under
+    torchrun); `bar` the progress bar (disabled off rank 0 or without training.progress)."""
+
+    cfg: Config
+    run_dir: Path
+    ranks: Dist
+    device: torch.device
+    precision: str
+    amp: partial
+    scaler: torch.amp.GradScaler
+    tokenizer: object
+    data: dict[str, TaskData]
+    model: MultiTaskModel
+    net: torch.nn.Module
+    plan: StepPlan
+    optimizer: torch.optim.Optimizer
+    lr_schedule: LrSchedule
+    plateau: Plateau
+    checkpointer: Checkpointer
+    state: TrainState = field(default_factory=TrainState)
+    callbacks: Callbacks = field(default_factory=lambda: Callbacks([]))
+    baseline: dict = field(default_factory=dict)
+    bar: tqdm | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.ranks.is_main
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return {n: td.labels for n, td in self.data.items() if td.labels}
+
+    @property
+    def primary(self) -> dict[str, str]:
+        return {n: metric_names(self.cfg, n)[0] for n in self.data}
+
+    @property
+    def has_dev(self) -> bool:
+        return any(td.dev_feats for td in self.data.values())
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def say(self, line: str) -> None:
+        if self.main and self.bar is not None:  # tqdm.write prints even where the bar is disabled
+            self.bar.write(line)
+
+
 def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
-          callbacks: list[Callback] | tuple = ()) -> dict:
+          callbacks: list[Callback] | tuple = (), ranks: Dist | None = None) -> dict:
     """Train from a validated config; returns the best evaluation and where the run was written.
 
     With `resume`, continue from the run dir's latest checkpoint: the result is identical to a run
-    that was never interrupted (on CPU)."""
+    that was never interrupted (on CPU). `ranks`: the process group the caller joined (from_env), else
+    joined here; closed at the end either way. Whether to resume is training.checkpoint.Checkpointer's
+    decision (`start`), which `mtbert train` and `mtbert.train` take before calling this."""
     t = cfg.training
-    run_dir = Path(run_dir or cfg.run_dir)
+    run_dir = Path(run_dir) if run_dir is not None else place_run(cfg)
     if t.threads:
         torch.set_num_threads(t.threads)
-    ranks = from_env(t.dist_timeout, t.device)
+    ranks = ranks or from_env(t.dist_timeout, t.device)
     try:
         with _rank_logging(ranks), training_console():
-            return _train(cfg, run_dir, resume, ranks, list(callbacks))
+            return _loop(setup(cfg, run_dir, resume, ranks, callbacks))
     finally:
         ranks.close()
 
@@ -461,264 +511,297 @@ class _rank_logging:
         log.setLevel(self.level)
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, ranks: Dist, user_callbacks: list[Callback]) -> dict:
-    t = cfg.training
-    main = ranks.is_main
-    if main:
+def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | None = None,
+          callbacks: list[Callback] | tuple = ()) -> Run:
+    """Everything a training needs, in the order exact resume depends on (the RNG draws of the model's
+    initialisation come before a checkpoint's RNG states are restored): data read and tokenised once,
+    the model (wrapped for DDP under torchrun), the step plan, AdamW and its schedule, then the run dir
+    opened and, with `resume`, its latest checkpoint restored."""
+    t, run_dir = cfg.training, Path(run_dir)
+    ranks = ranks or Dist()
+    if ranks.is_main:
         require_packages(t.loggers)
     seed_everything(cfg.seed)
     device = resolve_device(t.device, ranks.local_rank)
     precision = resolve_precision(t.precision, device)
-    amp = partial(autocast, precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
     tokenizer = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tokenizer)
     for td in data.values():
         if td.cfg.teacher:
             attach_teacher_targets(td, td.cfg.teacher, t.eval_batch_size, precision, device)
-    distilling = any(td.cfg.teacher for td in data.values())
-    pad_id = tokenizer.pad_token_id or 0
-    model = build_model(cfg, data).to(device)
+    model = model_for_training(cfg, data).to(device)
     model.train()
     if t.compile:
         # in place, so parameter names (and checkpoints) stay those of the eager model; dynamic shapes,
         # since every batch is padded to its own length
         model.encoder.compile(dynamic=True)
-    balancer = getattr(model, "balancer", None)
-    net = model
-    if ranks.enabled:
-        if balancer is not None:  # used after the forward, outside DDP's graph: reduced by hand below
-            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                model, [f"balancer.{n}" for n, _ in balancer.named_parameters()])
-        # a step trains one task, so the other heads are unused: DDP must look for them (and then leaves
-        # their gradients None, so AdamW skips them as on one process)
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True, forward_sync_buffers=False)  # no BatchNorm: nothing to sync
-
     plan = step_plan(cfg, data)
-    streams, schedule = plan.streams, plan.schedule
-    steps_per_epoch, total_steps, epochs = plan.steps_per_epoch, plan.total_steps, plan.epochs
-    accum = t.gradient_accumulation_steps
     optimizer = make_optimizer(model, cfg)
-    lr_schedule = LrSchedule(optimizer, total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule)
-
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(run_dir)  # what a kill left half-written; never another file
-    metrics_path = run_dir / "metrics.jsonl"
-    state = TrainState()
-    if resume and (found := checkpoints(run_dir)):
-        saved = load_checkpoint(found[-1], model, optimizer)
-        scaler.load_state_dict(saved.pop("grad_scaler", None) or {})
-        if saved.pop("fingerprint") != fingerprint(cfg):
-            raise UserError(f"{run_dir}: its checkpoint was made with a different config; "
-                            "resume with the same config, or --overwrite to start again")
-        schedule.set_state(saved.pop("schedule"))
-        for name, stream_state in saved.pop("streams").items():
-            streams[name].set_state(stream_state)
-        state = TrainState(**saved)
-        if main:  # evaluations after the checkpoint will run again: drop their lines
-            kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= state.step] if metrics_path.exists() else []
-            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
-        log.info("resuming %s from step %d (%s)", run_dir, state.step, found[-1].name)
-    elif main:
-        metrics_path.write_text("", encoding="utf-8")
-    if ranks.rank:  # dropout: each rank its own masks
-        torch.manual_seed(cfg.seed + 7919 * ranks.rank + state.step)
-    if main:
-        write_config(run_dir, cfg)
-    lr_schedule.factor = state.lr_factor
-    labels = {n: td.labels for n, td in data.items() if td.labels}
-    primary = {n: metric_names(cfg, n)[0] for n in data}
-    has_dev = any(td.dev_feats for td in data.values())
-    baseline = baseline_scores(cfg, data) if main else {}
+    run = Run(cfg, run_dir, ranks, device, precision, partial(autocast, precision, device),
+              torch.amp.GradScaler(device.type, enabled=precision == "fp16"), tokenizer, data, model,
+              _distributed(model, ranks, device), plan, optimizer,
+              LrSchedule(optimizer, plan.total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule),
+              Plateau(t.patience, t.lr_drop_patience, t.lr_drop == "once_per_plateau", t.lr_drop_reload_best),
+              Checkpointer(run_dir, cfg, ranks))
+    _open_run_dir(run, resume)
+    run.baseline = baseline_scores(cfg, data) if run.main else {}
     # the caller's callbacks (mtbert.train(callbacks=...)) hear what rank 0 hears, after the loggers
-    callbacks = Callbacks([*build_loggers(t.loggers, run_dir, state.step, cfg.dump(), t.mlflow_uri), *user_callbacks]
-                          if main else [])
+    if run.main:
+        run.callbacks = Callbacks([*build_loggers(t.loggers, run_dir, run.state.step, cfg.dump(), t.mlflow_uri),
+                                   *callbacks])
     log.info("training %d steps (%d per epoch, %.2g epochs), schedule %s, precision %s on %s%s, run dir %s",
-             total_steps, steps_per_epoch, epochs, t.schedule, precision, device,
+             plan.total_steps, plan.steps_per_epoch, plan.epochs, t.schedule, precision, device,
              f", {ranks.world} processes" if ranks.enabled else "", run_dir)
+    run.bar = tqdm(total=plan.total_steps, initial=run.state.step, disable=not (t.progress and run.main),
+                   desc="train", dynamic_ncols=True)
+    return run
 
-    def say(line: str) -> None:
-        if main:  # tqdm.write prints even where the bar is disabled
-            bar.write(line)
 
-    def checkpoint() -> None:
-        if not main:
-            return
-        state.lr_factor = lr_schedule.factor
-        payload = {**asdict(state), "fingerprint": fingerprint(cfg), "schedule": schedule.state(),
-                   "streams": {n: s.state() for n, s in streams.items()}, "grad_scaler": scaler.state_dict()}
-        save_checkpoint(run_dir, state.step, model, optimizer, payload, t.keep_checkpoints)
-        callbacks.on_checkpoint(state.step)
+def _distributed(model: MultiTaskModel, ranks: Dist, device: torch.device) -> torch.nn.Module:
+    """The model as it runs forward: itself on one process, its DDP wrapper under torchrun."""
+    if not ranks.enabled:
+        return model
+    balancer = getattr(model, "balancer", None)
+    if balancer is not None:  # used after the forward, outside DDP's graph: reduced by hand in train_step
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, [f"balancer.{n}" for n, _ in balancer.named_parameters()])
+    # a step trains one task, so the other heads are unused: DDP must look for them (and then leaves
+    # their gradients None, so AdamW skips them as on one process)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True, forward_sync_buffers=False)  # no BatchNorm: nothing to sync
 
-    def summarise(finished: bool) -> dict:
-        return {"run_dir": str(run_dir), "steps": state.step, "total_steps": total_steps, "finished": finished,
-                "train_seconds": round(state.train_seconds, 1), "eval_seconds": round(state.eval_seconds, 1),
-                "train_examples": sum(cfg.batch_size(n) * k for n, k in state.steps_per_task.items()) * accum,
-                "nonfinite_steps": state.nonfinite_steps,
-                "best": state.best_eval, "baseline": baseline, "primary": primary, "precision": precision}
 
-    def write_progress(finished: bool) -> dict:
-        """report.md and curves.png as they stand (rank 0 only)."""
-        summary = summarise(finished)
-        write_report(run_dir, cfg, summary)
-        write_curves(run_dir, state.loss_curve, state.dev_curve, primary, state.lr_curve)
-        return summary
+def _open_run_dir(run: Run, resume: bool) -> None:
+    """The run dir made ready; with `resume`, the latest checkpoint's weights, optimiser, RNG, schedule,
+    streams, plateau and loop state restored, and metrics.jsonl cut back to its step."""
+    cfg, plan = run.cfg, run.plan
+    run.checkpointer.open()
+    saved = run.checkpointer.restore(run.model, run.optimizer) if resume else None
+    if saved is not None:
+        run.scaler.load_state_dict(saved.pop("grad_scaler", None) or {})
+        plan.schedule.set_state(saved.pop("schedule"))
+        for name, stream_state in saved.pop("streams").items():
+            plan.streams[name].set_state(stream_state)
+        run.plateau.set_state({key: saved.pop(key) for key in list(run.plateau.state())})
+        run.state = TrainState(**saved)
+        if run.main:  # evaluations after the checkpoint will run again: drop their lines
+            path = run.metrics_path
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= run.state.step] if path.exists() else []
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+    elif run.main:
+        run.metrics_path.write_text("", encoding="utf-8")
+    if run.ranks.rank:  # dropout: each rank its own masks
+        torch.manual_seed(cfg.seed + 7919 * run.ranks.rank + run.state.step)
+    if run.main:
+        write_config(run.run_dir, cfg)
+    run.lr_schedule.factor = run.state.lr_factor
 
-    def evaluate(initial: bool = False) -> bool:
-        """Score dev (each rank a share of the batches), log it, keep the best model; True when early
-        stopping says stop. Every rank gets the same scores, so they all take the same decisions.
-        `initial` (validate_first): the untrained model's score becomes the one to beat, nothing is saved."""
-        scores, outputs = evaluate_all(model, data, cfg, pad_id, amp, ranks, progress=t.progress and main)
-        custom = custom_outputs(data, outputs) if ":" in t.target_metric else None  # only a custom target needs them
-        target = target_value(t.target_metric, scores, primary, custom)
-        record = {"step": state.step, "epoch": round(plan.epochs_done(state.step), 3), "lr": lr_schedule.lr,
-                  "train_loss": {k: v[0] / max(v[1], 1) for k, v in state.loss_sums.items()},
-                  "dev": scores, "target": target}
-        if balancer is not None:
-            record["loss_weights"] = balancer.weights()
-        if main:
-            append_line(metrics_path, json.dumps(record))
-        state.dev_curve.append(record)
-        state.loss_sums = {}
-        say(f"step {state.step}: target {target:.4f} | " +
+
+def train_step(run: Run) -> None:
+    """One optimiser step: the schedule's task for this step, gradient_accumulation_steps batches of it,
+    backward, clipping and AdamW (skipped on a non-finite loss, or stopped: on_nonfinite_loss), then the
+    step's bookkeeping and the callbacks' on_step."""
+    t, state, plan = run.cfg.training, run.state, run.plan
+    tick = time.time()
+    step = state.step
+    epoch = plan.epoch_of(step)
+    if plan.schedule.epoch_aligned and step == plan.epoch_start(epoch):
+        for stream in plan.streams.values():
+            stream.restart()
+    task = plan.schedule.task_for(step, epoch)
+    run.lr_schedule.set(step)
+    step_loss, examples = _accumulate(run, task, step)
+    state.step += 1
+    balancer = getattr(run.model, "balancer", None)
+    if balancer is not None and run.ranks.enabled:
+        for p in balancer.parameters():
+            if p.grad is not None:
+                p.grad = run.ranks.sum(p.grad) / run.ranks.world
+    if math.isfinite(step_loss):
+        run.scaler.unscale_(run.optimizer)
+        if t.clip_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.grad is not None], t.clip_norm)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        state.steps_per_task[task] = state.steps_per_task.get(task, 0) + 1
+        sums = state.loss_sums.setdefault(task, [0.0, 0])
+        sums[0] += step_loss
+        sums[1] += 1
+        state.loss_curve.append((state.step, task, step_loss))
+        state.ema[task] = step_loss if task not in state.ema else 0.9 * state.ema[task] + 0.1 * step_loss
+        run.bar.set_postfix({k: f"{v:.3f}" for k, v in state.ema.items()}, refresh=False)
+    elif t.on_nonfinite_loss == "stop":
+        raise UserError(f"non-finite loss ({step_loss}) on task {task} at step {state.step}; lower "
+                        "training.lr, or set training.on_nonfinite_loss: skip")
+    else:
+        state.nonfinite_steps += 1
+        log.warning("non-finite loss (%s) on task %s at step %d: step skipped (%d so far)",
+                    step_loss, task, state.step, state.nonfinite_steps)
+    run.optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
+    run.bar.update(1)
+    seconds = time.time() - tick
+    state.train_seconds += seconds
+    state.lr_curve.append((state.step, run.lr_schedule.lr))
+    scalars = {"train/lr": run.lr_schedule.lr, "train/examples_per_s": examples / max(seconds, 1e-9)}
+    if math.isfinite(step_loss):
+        scalars[f"train/loss/{task}"] = step_loss
+    run.callbacks.on_step(state.step, scalars)
+
+
+def _accumulate(run: Run, task: str, step: int) -> tuple[float, int]:
+    """Forward and backward of the step's gradient_accumulation_steps batches of `task`; the step's mean
+    loss (over every rank's batch) and how many examples it drew."""
+    td, ranks, accum = run.data[task], run.ranks, run.cfg.training.gradient_accumulation_steps
+    weight = td.cfg.loss_weight * run.plan.schedule.weight(task)
+    distilling = any(d.cfg.teacher for d in run.data.values())
+    balancer = getattr(run.model, "balancer", None)
+    step_loss, examples = 0.0, 0
+    for k in range(accum):
+        # every rank draws the same batch and takes its shard; the all-reduce of the gradients
+        # waits for the last accumulation step (no_sync before it)
+        drawn = run.plan.streams[task].next()
+        examples += len(drawn)
+        idx, share = ranks.shard(drawn)
+        batch = {key: v.to(run.device) for key, v in
+                 collate(td.type, [td.train_feats[i] for i in idx], run.pad_id).items()}
+        with run.net.no_sync() if ranks.enabled and k < accum - 1 else contextlib.nullcontext():
+            with run.amp():
+                out = run.net(task, batch)
+            total, count = run.model.heads[task].loss_terms(
+                out, batch["labels"], batch.get("soft_labels"),
+                gold_weight(step, run.plan.total_steps) if distilling else 1.0)
+            # the loss of the whole batch: every rank's sum over every rank's count (DDP then
+            # averages the gradients over the ranks, hence the world size)
+            whole = ranks.sum(torch.stack([total.detach(), count]) * share)
+            loss = total * share * ranks.world / whole[1]
+            if balancer is not None:  # DDP averages its s_i term over the ranks: one each
+                loss = balancer(task, loss)
+            run.scaler.scale(loss * weight / accum).backward()
+        step_loss += (whole[0] / whole[1]).item() / accum
+    return step_loss, examples
+
+
+def evaluate(run: Run, initial: bool = False) -> bool:
+    """Score dev (each rank a share of the batches), log it, keep the best model, and let the plateau drop
+    the learning rate; True when early stopping says stop. Every rank gets the same scores, so they all
+    take the same decisions. `initial` (validate_first): the untrained model's score becomes the one to
+    beat, nothing is saved."""
+    t, state = run.cfg.training, run.state
+    tick = time.time()
+    scores, outputs = evaluate_all(run.model, run.data, run.cfg, run.pad_id, run.amp, run.ranks,
+                                   progress=t.progress and run.main)
+    custom = custom_outputs(run.data, outputs) if ":" in t.target_metric else None  # only a custom target needs them
+    primary = run.primary
+    target = target_value(t.target_metric, scores, primary, custom)
+    record = {"step": state.step, "epoch": round(run.plan.epochs_done(state.step), 3), "lr": run.lr_schedule.lr,
+              "train_loss": {k: v[0] / max(v[1], 1) for k, v in state.loss_sums.items()},
+              "dev": scores, "target": target}
+    if (balancer := getattr(run.model, "balancer", None)) is not None:
+        record["loss_weights"] = balancer.weights()
+    if run.main:
+        append_line(run.metrics_path, json.dumps(record))
+    state.dev_curve.append(record)
+    state.loss_sums = {}
+    run.say(f"step {state.step}: target {target:.4f} | " +
             " | ".join(f"{n} {m[primary[n]]:.4f}" for n, m in scores.items()))
-        if initial:
-            state.best, state.best_eval, state.best_for_drop = target, record, target
-            return False
-        if target > state.best:
-            state.best, state.best_eval, state.bad_evals = target, record, 0
-            if main:
-                save_model(run_dir, model, tokenizer, cfg, labels, precision, record)
-        else:
-            state.bad_evals += 1
-        if main:  # a run stopped at any point leaves the report of its last evaluation
-            write_progress(finished=False)
-        callbacks.on_evaluate(state.step, record)
-        if t.lr_drop_patience:
-            once = t.lr_drop == "once_per_plateau"
-            if target > state.best_for_drop:
-                state.best_for_drop, state.bad_for_drop = target, 0
-            else:
-                state.bad_for_drop += 1
-                # once: DeepPavlov's torch_model drops when the impatience equals the patience, so one plateau
-                # drops once however long it lasts
-                if state.bad_for_drop == t.lr_drop_patience:
-                    if not once:
-                        state.bad_for_drop = 0
-                    if t.lr_drop_reload_best and reload_best(model, run_dir, cfg.backbone_impl):
-                        log.info("reloaded the best model (step %d) before the learning rate drop",
-                                 state.best_eval["step"])
-                    if lr_schedule.drop(floor=once):
-                        log.info("no improvement for %d evaluations: learning rate divided by %g",
-                                 t.lr_drop_patience, t.lr_drop_div)
-        if t.patience and state.bad_evals >= t.patience:
-            say(f"early stop at step {state.step}: no improvement for {t.patience} evaluations")
-            return True
-        return False
-
-    bar = tqdm(total=total_steps, initial=state.step, disable=not (t.progress and main), desc="train",
-               dynamic_ncols=True)
-    eval_steps = set(plan.eval_steps)
-    if t.validate_first and has_dev and not state.dev_curve:
-        tick = time.time()
-        evaluate(initial=True)
+    if initial:
+        run.plateau.baseline(target)
+        state.best_eval = record
         state.eval_seconds += time.time() - tick
-    with _StopSignals() as signals, _Ending(callbacks, state):
-        while not state.done and state.step < total_steps:
-            tick = time.time()
-            step = state.step
-            epoch = plan.epoch_of(step)
-            if schedule.epoch_aligned and step == plan.epoch_start(epoch):
-                for stream in streams.values():
-                    stream.restart()
-            task = schedule.task_for(step, epoch)
-            td, weight = data[task], data[task].cfg.loss_weight * schedule.weight(task)
-            lr_schedule.set(step)
-            step_loss, examples = 0.0, 0
-            for k in range(accum):
-                # every rank draws the same batch and takes its shard; the all-reduce of the gradients
-                # waits for the last accumulation step (no_sync before it)
-                drawn = streams[task].next()
-                examples += len(drawn)
-                idx, share = ranks.shard(drawn)
-                batch = {key: v.to(device) for key, v in
-                         collate(td.type, [td.train_feats[i] for i in idx], pad_id).items()}
-                with net.no_sync() if ranks.enabled and k < accum - 1 else contextlib.nullcontext():
-                    with amp():
-                        out = net(task, batch)
-                    total, count = model.heads[task].loss_terms(
-                        out, batch["labels"], batch.get("soft_labels"),
-                        gold_weight(step, total_steps) if distilling else 1.0)
-                    # the loss of the whole batch: every rank's sum over every rank's count (DDP then
-                    # averages the gradients over the ranks, hence the world size)
-                    whole = ranks.sum(torch.stack([total.detach(), count]) * share)
-                    loss = total * share * ranks.world / whole[1]
-                    if balancer is not None:  # DDP averages its s_i term over the ranks: one each
-                        loss = balancer(task, loss)
-                    scaler.scale(loss * weight / accum).backward()
-                step_loss += (whole[0] / whole[1]).item() / accum
-            state.step += 1
-            if balancer is not None and ranks.enabled:
-                for p in balancer.parameters():
-                    if p.grad is not None:
-                        p.grad = ranks.sum(p.grad) / ranks.world
-            if math.isfinite(step_loss):
-                scaler.unscale_(optimizer)
-                if t.clip_norm:
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], t.clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                state.steps_per_task[task] = state.steps_per_task.get(task, 0) + 1
-                sums = state.loss_sums.setdefault(task, [0.0, 0])
-                sums[0] += step_loss
-                sums[1] += 1
-                state.loss_curve.append((state.step, task, step_loss))
-                state.ema[task] = step_loss if task not in state.ema else 0.9 * state.ema[task] + 0.1 * step_loss
-                bar.set_postfix({k: f"{v:.3f}" for k, v in state.ema.items()}, refresh=False)
-            elif t.on_nonfinite_loss == "stop":
-                raise UserError(f"non-finite loss ({step_loss}) on task {task} at step {state.step}; lower "
-                                "training.lr, or set training.on_nonfinite_loss: skip")
-            else:
-                state.nonfinite_steps += 1
-                log.warning("non-finite loss (%s) on task %s at step %d: step skipped (%d so far)",
-                            step_loss, task, state.step, state.nonfinite_steps)
-            optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
-            bar.update(1)
-            seconds = time.time() - tick
-            state.train_seconds += seconds
-            state.lr_curve.append((state.step, lr_schedule.lr))
-            scalars = {"train/lr": lr_schedule.lr, "train/examples_per_s": examples / max(seconds, 1e-9)}
-            if math.isfinite(step_loss):
-                scalars[f"train/loss/{task}"] = step_loss
-            callbacks.on_step(state.step, scalars)
+        return False
+    verdict = run.plateau.update(target)
+    if verdict.improved:
+        state.best_eval = record
+        if run.main:
+            save_model(run.run_dir, run.model, run.tokenizer, run.cfg, run.labels, run.precision, record)
+    if run.main:  # a run stopped at any point leaves the report of its last evaluation
+        write_progress(run, finished=False)
+    run.callbacks.on_evaluate(state.step, record)
+    if verdict.drop:
+        run.plateau.drop_lr(run.lr_schedule, partial(_reload_best, run))
+    if verdict.stop:
+        run.say(f"early stop at step {state.step}: no improvement for {t.patience} evaluations")
+    state.eval_seconds += time.time() - tick
+    return verdict.stop
 
-            due = has_dev and state.step in eval_steps
+
+def _reload_best(run: Run) -> bool:
+    reloaded = reload_best(run.model, run.run_dir, run.cfg.backbone_impl)
+    if reloaded:
+        log.info("reloaded the best model (step %d) before the learning rate drop", run.state.best_eval["step"])
+    return reloaded
+
+
+def checkpoint(run: Run) -> None:
+    """Everything exact resume needs, written by rank 0 (training/checkpoint.py)."""
+    if not run.main:
+        return
+    state = run.state
+    state.lr_factor = run.lr_schedule.factor
+    payload = {**asdict(state), **run.plateau.state(), "schedule": run.plan.schedule.state(),
+               "streams": {n: s.state() for n, s in run.plan.streams.items()}, "grad_scaler": run.scaler.state_dict()}
+    run.checkpointer.save(state.step, run.model, run.optimizer, payload)
+    run.callbacks.on_checkpoint(state.step)
+
+
+def summarise(run: Run, finished: bool) -> dict:
+    state, cfg = run.state, run.cfg
+    return {"run_dir": str(run.run_dir), "steps": state.step, "total_steps": run.plan.total_steps,
+            "finished": finished, "train_seconds": round(state.train_seconds, 1),
+            "eval_seconds": round(state.eval_seconds, 1),
+            "train_examples": sum(cfg.batch_size(n) * k for n, k in state.steps_per_task.items())
+            * cfg.training.gradient_accumulation_steps,
+            "nonfinite_steps": state.nonfinite_steps, "best": state.best_eval, "baseline": run.baseline,
+            "primary": run.primary, "precision": run.precision}
+
+
+def write_progress(run: Run, finished: bool) -> dict:
+    """report.md and curves.png as they stand (rank 0 only)."""
+    summary = summarise(run, finished)
+    write_report(run.run_dir, run.cfg, summary)
+    write_curves(run.run_dir, run.state.loss_curve, run.state.dev_curve, run.primary, run.state.lr_curve)
+    return summary
+
+
+def _loop(run: Run) -> dict:
+    """Steps until the plan's end or early stopping: dev evaluated at the plan's steps, a checkpoint at
+    each evaluation, every checkpoint_every steps and on SIGINT/SIGTERM (then TrainingInterrupted)."""
+    t, state, ranks = run.cfg.training, run.state, run.ranks
+    total_steps = run.plan.total_steps
+    eval_steps = set(run.plan.eval_steps)
+    if t.validate_first and run.has_dev and not state.dev_curve:
+        evaluate(run, initial=True)
+    with _StopSignals() as signals, _Ending(run.callbacks, state):
+        while not state.done and state.step < total_steps:
+            train_step(run)
+            due = run.has_dev and state.step in eval_steps
             if due:
-                tick = time.time()
-                state.done = evaluate()
-                state.eval_seconds += time.time() - tick
+                state.done = evaluate(run)
             state.done = state.done or state.step == total_steps
             # a signal reaches the ranks at different steps: they stop together at the first step any saw it
             stop = ranks.any(signals.signum != 0) if ranks.enabled else bool(signals.signum)
             if due or state.done or (t.checkpoint_every and state.step % t.checkpoint_every == 0) or stop:
-                checkpoint()
+                checkpoint(run)
             if stop and not state.done:
-                bar.close()
-                raise TrainingInterrupted(state.step, run_dir, signals.signum or signal.SIGTERM, main)
-        bar.close()
-        if not main:
-            return {"run_dir": str(run_dir), "steps": state.step, "best": state.best_eval}
-        if not has_dev:
-            save_model(run_dir, model, tokenizer, cfg, labels, precision)
-        elif state.best_eval["step"] == 0:
-            # validate_first's score was never beaten, so nothing was saved: keep the trained model rather than none
-            log.warning("no evaluation beat the score before training (%.4f): saved the final model", state.best)
-            state.best_eval = state.dev_curve[-1]
-            save_model(run_dir, model, tokenizer, cfg, labels, precision, state.best_eval)
+                run.bar.close()
+                raise TrainingInterrupted(state.step, run.run_dir, signals.signum or signal.SIGTERM, run.main)
         # inside _Ending: the loggers' on_end comes after the final model and report, which MLflow stores
-        return write_progress(finished=True)
+        return finish(run)
+
+
+def finish(run: Run) -> dict:
+    """The final model (where no evaluation chose one) and report; the summary report.md is written from."""
+    state = run.state
+    run.bar.close()
+    if not run.main:
+        return {"run_dir": str(run.run_dir), "steps": state.step, "best": state.best_eval}
+    if not run.has_dev:
+        save_model(run.run_dir, run.model, run.tokenizer, run.cfg, run.labels, run.precision)
+    elif state.best_eval["step"] == 0:
+        # validate_first's score was never beaten, so nothing was saved: keep the trained model rather than none
+        log.warning("no evaluation beat the score before training (%.4f): saved the final model", run.plateau.best)
+        state.best_eval = state.dev_curve[-1]
+        save_model(run.run_dir, run.model, run.tokenizer, run.cfg, run.labels, run.precision, state.best_eval)
+    return write_progress(run, finished=True)
