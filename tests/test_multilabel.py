@@ -70,9 +70,8 @@ def test_trains_evaluates_predicts_serves_and_exports(data_dir, tiny_bert, tmp_p
     """A few steps of the tiny BERT, then every way out: dev scores, Predictor, the server, an ONNX bundle."""
     from fastapi.testclient import TestClient
 
-    from mtbert.inference.predictor import evaluate_run
     from mtbert.inference.onnx_predictor import OnnxPredictor
-    from mtbert.inference.predictor import Predictor
+    from mtbert.inference.predictor import Predictor, evaluate_run
     from mtbert.inference.server import create_app
     from mtbert.training.trainer import train
 
