@@ -124,3 +124,17 @@ def test_minbert_prediction_files(toy_config, toy_data, write_config, tmp_path, 
     assert len(rows) == 10 and "label" in rows[0] and rows[0]["text"]
     assert main(["predict", str(tmp_path / "run")]) == 2
     assert "give --task TASK" in capsys.readouterr().err
+
+
+def test_long_method_lengthens_only_the_multi_task_run(tmp_path):
+    """`long` trains the multi-task model 1.5x the config's epochs (or max_steps); single-task runs keep theirs."""
+    from mtbert.training.compare import plan
+
+    raw = {"tasks": {"a": {}, "b": {}}, "training": {"epochs": 2}}
+    jobs = {j.name: j for j in plan(raw, [1], ["temperature+long"], [None], tmp_path)}
+    assert jobs["seed-1/multi-temperature+long"].raw["training"] == {"epochs": 3.0, "schedule": "temperature"}
+    assert jobs["seed-1/single-a"].raw["training"] == {"epochs": 2}
+    steps = {j.name: j for j in plan({"tasks": {"a": {}}, "training": {"max_steps": 101}}, [1], ["long"], [None], tmp_path)}
+    assert steps["seed-1/multi-long"].raw["training"] == {"max_steps": 152}
+    default = plan({"tasks": {"a": {}}}, [1], ["long"], [None], tmp_path)[-1]
+    assert default.raw["training"] == {"epochs": 4.5}  # the default 3 epochs, lengthened

@@ -13,7 +13,10 @@ model per method, every run from the same config (same backbone, data, epochs an
 Methods are config changes on top of the user's config, named as in the field:
 `plain` (the config as it is), `temperature` (schedule: temperature), `uncertainty`
 (training.loss_balancing: uncertainty), `distill` (every task learns from its single-task run of the
-same seed as teacher, training/distill.py); `a+b` combines them.
+same seed as teacher, training/distill.py), `long` (the multi-task model trains LONGER times the config's
+epochs or max_steps: under temperature sampling a big task gets fewer updates in the mix than alone, and
+1.5x gives the five-task example's biggest task, CoNLL at T=2, at least its single-task updates; the cost
+columns show the extra minutes); `a+b` combines them.
 
 Every finished run leaves `compare-run.json` (its config's hash and its scores): running the same command
 again skips finished runs, resumes interrupted ones from their checkpoint, and trains the rest, so a
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtbert.config import finish
+from mtbert.config import TrainingConfig, finish
 from mtbert.errors import UserError
 from mtbert.io import atomic_write, atomic_write_text
 
@@ -46,7 +49,9 @@ METHODS = {
     "temperature": {"training": {"schedule": "temperature"}},
     "uncertainty": {"training": {"loss_balancing": "uncertainty"}},
     "distill": {},  # teachers are filled in per seed: they are that seed's single-task runs
+    "long": {},  # the training length is scaled per config, in plan()
 }
+LONGER = 1.5
 MARKER = "compare-run.json"
 # where and how fast a run trains, not what it trains: never part of a run's identity
 _NOT_IDENTITY = ("progress", "threads", "device", "dist_timeout", "compile")
@@ -81,6 +86,13 @@ def _merge(base: dict, extra: dict) -> dict:
         else:
             base[key] = copy.deepcopy(value)
     return base
+
+
+def _lengthen(training: dict) -> None:
+    if training.get("max_steps"):
+        training["max_steps"] = round(training["max_steps"] * LONGER)
+    else:
+        training["epochs"] = training.get("epochs", TrainingConfig.model_fields["epochs"].default) * LONGER
 
 
 @dataclass
@@ -133,6 +145,8 @@ def plan(raw: dict, seeds: list[int], methods: list[str], modes: list[str | None
                         for task in tasks:
                             multi["tasks"][task]["teacher"] = str(singles[task])
                         needs = [f"{prefix}/single-{t}" for t in tasks]
+                    if part == "long":
+                        _lengthen(multi.setdefault("training", {}))
                 name = f"{prefix}/multi-{method}"
                 jobs.append(Job(name, multi, run_dir / name, "multi-task", method, seed, mode, needs))
     return jobs
