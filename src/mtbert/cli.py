@@ -499,6 +499,7 @@ def cmd_export(args) -> int:
     from mtbert.rundir import model_dir
 
     model_dir(args.run_dir)  # no run there: say that first
+    export.check_smoothquant_alpha(args.smoothquant_alpha, args.quantize)
     if args.format == "hf":
         if args.quantize:
             raise UserError("--quantize applies to --format onnx; a transformers model is saved in fp32 (quantise "
@@ -515,7 +516,8 @@ def cmd_export(args) -> int:
     if args.format == "hf":
         print(hf_export.export_hf(args.run_dir, args.task, args.output, force=args.force))
     else:
-        print(export.export_onnx(args.run_dir, args.output, args.quantize, force=args.force))
+        print(export.export_onnx(args.run_dir, args.output, args.quantize, force=args.force,
+                                 smoothquant_alpha=args.smoothquant_alpha))
     return 0
 
 
@@ -672,7 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx (default): every task in one graph; hf: the --task as a folder transformers' "
                         "AutoModelFor* classes and pipeline() load")
     x.add_argument("--task", help="with --format hf: the task to export")
-    x.add_argument("--quantize", choices=["int8"], help="onnxruntime dynamic quantisation of the weights")
+    x.add_argument("--quantize", choices=["int8"], help="int8: SmoothQuant, calibrated on a few hundred of the "
+                   "run's training inputs, then onnxruntime's dynamic int8 (weights and activations)")
+    x.add_argument("--smoothquant-alpha", type=float, metavar="ALPHA",
+                   help="with --quantize int8: how much of the activations' range SmoothQuant moves into the "
+                        "weights, between 0 and 1 (default 0.5)")
     x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, RUN_DIR/onnx-int8 or "
                    "RUN_DIR/hf-TASK): a new or empty one, or an earlier export with --force")
     x.add_argument("--force", action="store_true", help="replace an earlier export there (only a folder whose "
