@@ -209,3 +209,8 @@ def test_int8_export_without_the_training_data_says_what_it_needs(trained_run, t
     err = capsys.readouterr().err
     assert "--quantize int8 calibrates on the run's training inputs" in err and "file not found" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_the_help_names_the_default_alpha(capsys):
+    assert main(["export", "--help"]) == 0
+    assert f"(default {smoothquant.DEFAULT_ALPHA})" in " ".join(capsys.readouterr().out.split())

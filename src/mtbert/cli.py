@@ -678,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "run's training inputs, then onnxruntime's dynamic int8 (weights and activations)")
     x.add_argument("--smoothquant-alpha", type=float, metavar="ALPHA",
                    help="with --quantize int8: how much of the activations' range SmoothQuant moves into the "
-                        "weights, between 0 and 1 (default 0.5)")
+                        "weights, between 0 and 1 (default 0.85)")
     x.add_argument("-o", "--output", help="folder to write (default RUN_DIR/onnx, RUN_DIR/onnx-int8 or "
                    "RUN_DIR/hf-TASK): a new or empty one, or an earlier export with --force")
     x.add_argument("--force", action="store_true", help="replace an earlier export there (only a folder whose "

@@ -39,7 +39,7 @@ from torch import nn
 from mtbert.errors import UserError
 
 # alpha measured on the five-task example (benchmarks/int8_agreement.py, RESULTS.md `int8_agreement`)
-DEFAULT_ALPHA = 0.5
+DEFAULT_ALPHA = 0.85
 CALIBRATION_EXAMPLES = 128  # training inputs per task; the maxima settle after a few hundred in all
 SITES = ("qkv", "attention_output", "ffn_input", "ffn_output")
 
