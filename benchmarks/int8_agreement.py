@@ -112,7 +112,7 @@ def throughput_feeds(engine: OnnxPredictor, cfg, batch: int) -> list[dict]:
     return [engine._feed(feats[i:i + batch]) for i in range(0, len(feats), batch)]
 
 
-def compare(run_dir: str, data_dir: str, alphas: list[float], default: str) -> dict:
+def compare(run_dir: str, data_dir: str, alphas: list[float], default: str, rounds: int = ROUNDS) -> dict:
     """One run dir: every contender's agreement rows, dev-set times and throughputs."""
     out = Path(tempfile.mkdtemp(prefix="mtbert-int8-"))
     bundles = build(run_dir, out, alphas, default)
@@ -125,7 +125,7 @@ def compare(run_dir: str, data_dir: str, alphas: list[float], default: str) -> d
     per_second = {(name, b): [] for name in engines for b in feeds}
     preds: dict[str, dict] = {}
     names = list(engines)
-    for r in range(ROUNDS):
+    for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]  # each contender first in some round
         for name in order:
             engine = engines[name]
@@ -196,11 +196,12 @@ def main() -> None:
     ap.add_argument("--data-dir", default=os.environ.get("MTBERT_DATA", "../shared/data"))
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.75, 0.85],
                     help="SmoothQuant alphas to measure beside the shipped default")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="timing rounds (medians of them)")
     args = ap.parse_args()
     default = f"smoothquant a={smoothquant.DEFAULT_ALPHA}"
     parts = []
     for run_dir in args.run_dir:
-        res = compare(run_dir, args.data_dir, args.alphas, default)
+        res = compare(run_dir, args.data_dir, args.alphas, default, args.rounds)
         s, worst = res["seconds"], res["worst"][default]
         b32, b1 = (res["per_second"][(default, b)] / res["per_second"][("fp32", b)] for b in (32, 1))
         parts.append(f"""### {run_dir}
@@ -211,7 +212,7 @@ def main() -> None:
 - model calls, all heads: int8 / fp32 throughput **{b32:.2f}x** at batch 32, **{b1:.2f}x** at batch 1 (bar: >= 1.5x)
 
 Every variant measured (agreement with fp32's labels on every dev set; model-call throughput, medians of
-{ROUNDS} rounds, contenders alternating):
+{args.rounds} rounds, contenders alternating):
 
 {chr(10).join(variants_table(res, default))}
 
@@ -227,7 +228,7 @@ The shipped int8 ({default}) per dev set:
 - machine: {machine()}; onnxruntime with 1 thread per session
 - date: {today()}
 - each run's fp32 ONNX bundle and its int8 bundles, all run by onnxruntime over each task's whole dev set,
-  the dev-set times of fp32 and the shipped int8 medians of {ROUNDS} rounds with the contenders alternating.
+  the dev-set times of fp32 and the shipped int8 medians of {args.rounds} rounds with the contenders alternating.
   The shipped int8 (`mtbert export --quantize int8`):
   SmoothQuant (alpha {smoothquant.DEFAULT_ALPHA}, scales from up to {smoothquant.CALIBRATION_EXAMPLES} training
   inputs per task) and onnxruntime's per-tensor dynamic int8 of the encoder layers' projections.
