@@ -9,9 +9,9 @@ left in fp32, or with only the paper's two sites (Q/K/V and the feed-forward inp
 
 Per variant: how often it gives fp32's label (the class, the choice, or each word's tag) on each dev set,
 the dev metric, the largest change in a regression score; the time for all the dev sets; and model-call
-throughput (all heads) at batch 32 and batch 1. Contenders alternate within each round (order rotated),
-medians of 3 rounds, ratios to fp32; onnxruntime with 1 thread (run it under `nice`, as other jobs share
-the machine).
+throughput (all heads) at batch 32 and batch 1. Contenders alternate within each round (order rotated;
+for model calls they take turns call by call), medians of 3 rounds, ratios to fp32; onnxruntime with
+1 thread (run it under `nice`, as other jobs share the machine).
 
     python benchmarks/int8_agreement.py --run-dir RUN_DIR [RUN_DIR ...] [--data-dir ../shared/data]
 
@@ -112,38 +112,68 @@ def throughput_feeds(engine: OnnxPredictor, cfg, batch: int) -> list[dict]:
     return [engine._feed(feats[i:i + batch]) for i in range(0, len(feats), batch)]
 
 
-def compare(run_dir: str, data_dir: str, alphas: list[float], default: str, rounds: int = ROUNDS) -> dict:
+def throughput(engines: dict, feeds: dict, rounds: int) -> dict:
+    """Texts per second of each contender's model calls, per batch size: the contenders take turns call
+    by call (order rotated each round), so a swing in the machine's load falls on all of them alike;
+    medians of the rounds."""
+    names = list(engines)
+    per_second = {(name, b): [] for name in names for b in feeds}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for b, batches in feeds.items():
+            spent = dict.fromkeys(names, 0.0)
+            for feed in batches:
+                for name in order:
+                    start = time.perf_counter()
+                    engines[name].session.run(None, feed)
+                    spent[name] += time.perf_counter() - start
+            texts = sum(len(feed["input_ids"]) for feed in batches)
+            for name in names:
+                per_second[(name, b)].append(texts / spent[name])
+        print(f"throughput round {r + 1}: " + ", ".join(
+            f"{n} {per_second[(n, 32)][-1] / per_second[('fp32', 32)][-1]:.2f}x / "
+            f"{per_second[(n, 1)][-1] / per_second[('fp32', 1)][-1]:.2f}x" for n in names), flush=True)
+    return {k: statistics.median(v) for k, v in per_second.items()}
+
+
+def bundles_in(folder: Path | None, run_dir: str, alphas: list[float], default: str) -> tuple[dict, Path | None]:
+    """The contenders' bundles: built in a temporary folder (removed after), or in `folder`, kept there with
+    a variants.json and reused by a later call (e.g. to measure again on a quieter machine)."""
+    if folder is None:
+        out = Path(tempfile.mkdtemp(prefix="mtbert-int8-"))
+        return build(run_dir, out, alphas, default), out
+    index = folder / "variants.json"
+    if index.is_file():
+        return {name: folder / sub for name, sub in json.loads(index.read_text()).items()}, None
+    bundles = build(run_dir, folder, alphas, default)
+    index.write_text(json.dumps({name: path.name for name, path in bundles.items()}, indent=2))
+    return bundles, None
+
+
+def compare(run_dir: str, data_dir: str, alphas: list[float], default: str, rounds: int = ROUNDS,
+            keep: Path | None = None) -> dict:
     """One run dir: every contender's agreement rows, dev-set times and throughputs."""
-    out = Path(tempfile.mkdtemp(prefix="mtbert-int8-"))
-    bundles = build(run_dir, out, alphas, default)
+    bundles, temporary = bundles_in(keep, run_dir, alphas, default)
     engines = {name: OnnxPredictor(path, threads=1) for name, path in bundles.items()}
     cfg = engines["fp32"].cfg.model_copy(update={"data_dir": data_dir})
     dev = {task: read_split(cfg, task, "dev") for task, spec in cfg.tasks.items() if spec.dev}
     feeds = {b: throughput_feeds(engines["fp32"], cfg, b) for b in (32, 1)}
-    n_texts = sum(len(next(iter(f.values()))) for f in feeds[32])
     seconds = {name: [] for name in engines}
-    per_second = {(name, b): [] for name in engines for b in feeds}
     preds: dict[str, dict] = {}
     names = list(engines)
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]  # each contender first in some round
         for name in order:
-            engine = engines[name]
             if r == 0 or name in ("fp32", default):  # every dev set once for agreement; timed for the pair
                 start = time.perf_counter()
-                got = {task: engine.predict_examples(task, examples) for task, examples in dev.items()}
+                got = {task: engines[name].predict_examples(task, examples) for task, examples in dev.items()}
                 seconds[name].append(time.perf_counter() - start)
                 preds.setdefault(name, got)
-            for b, batches in feeds.items():
-                start = time.perf_counter()
-                for feed in batches:
-                    engine.session.run(None, feed)
-                per_second[(name, b)].append(n_texts / (time.perf_counter() - start))
-        print(f"round {r + 1}: dev sets fp32 {seconds['fp32'][-1]:.1f} s, int8 {seconds[default][-1]:.1f} s; batch 32 "
-              + ", ".join(f"{n} {per_second[(n, 32)][-1]:.0f}/s" for n in names), flush=True)
+        print(f"round {r + 1}: dev sets fp32 {seconds['fp32'][-1]:.1f} s, int8 {seconds[default][-1]:.1f} s", flush=True)
+    per_second = throughput(engines, feeds, rounds)
 
     result = {"bundles": bundles, "names": names, "seconds": {n: statistics.median(v) for n, v in seconds.items()},
-              "per_second": {k: statistics.median(v) for k, v in per_second.items()}, "rows": {}, "worst": {},
+              "per_second": per_second, "rows": {}, "worst": {},
               "conll_words": {}, "score_change": {}, "sizes": {n: (p / "model.onnx").stat().st_size / 2**20 for n, p in bundles.items()}}
     for name in names[1:]:
         rows, worst = [], 1.0
@@ -168,7 +198,8 @@ def compare(run_dir: str, data_dir: str, alphas: list[float], default: str, roun
             rows.append(f"| {task} | {spec.type} | {compared} | {agree} | {sure} | {metric} | {scores[0]:.4f} | "
                         f"{scores[1]:.4f} |")
         result["rows"][name], result["worst"][name] = rows, worst
-    shutil.rmtree(out, ignore_errors=True)
+    if temporary is not None:
+        shutil.rmtree(temporary, ignore_errors=True)
     return result
 
 
@@ -197,11 +228,13 @@ def main() -> None:
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.75, 0.85],
                     help="SmoothQuant alphas to measure beside the shipped default")
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="timing rounds (medians of them)")
+    ap.add_argument("--keep", type=Path, help="build the bundles in this folder and keep them, or reuse those an "
+                    "earlier call kept there (one run dir)")
     args = ap.parse_args()
     default = f"smoothquant a={smoothquant.DEFAULT_ALPHA}"
     parts = []
     for run_dir in args.run_dir:
-        res = compare(run_dir, args.data_dir, args.alphas, default, args.rounds)
+        res = compare(run_dir, args.data_dir, args.alphas, default, args.rounds, args.keep)
         s, worst = res["seconds"], res["worst"][default]
         b32, b1 = (res["per_second"][(default, b)] / res["per_second"][("fp32", b)] for b in (32, 1))
         parts.append(f"""### {run_dir}

@@ -13,9 +13,9 @@ import yaml
 
 from mtbert.cli import main
 from mtbert.config import validate
+from mtbert.errors import UserError
 from mtbert.inference import smoothquant
 from mtbert.inference.export import check_smoothquant_alpha
-from mtbert.errors import UserError
 
 SIZES = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
          "intermediate_size": 32}
