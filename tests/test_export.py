@@ -134,7 +134,7 @@ def minilm_run(tmp_path_factory) -> Path:
     from mtbert.modeling.model import MultiTaskModel
     from mtbert.rundir import save_model
 
-    pair = {"train": "glue/stsb/train.tsv", "dev": "glue/stsb/dev.tsv", "pair_encoding": "separate", "pair_combine": "sbert", "pooling": "mean",
+    pair = {"dev": "glue/stsb/dev.tsv", "pair_encoding": "separate", "pair_combine": "sbert", "pooling": "mean",
             "columns": {"text": "sentence1", "text_pair": "sentence2", "label": "score"}}
     cfg = validate({"backbone": "minilm", "data_dir": str(SHARED_DATA), "max_length": 48, "tasks": {
         "sim": {"type": "regression", **pair}, "para": {"type": "classification", "labels": ["diff", "same"], **pair}}})
@@ -156,14 +156,15 @@ def minilm_run(tmp_path_factory) -> Path:
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"STS-B dev not found under {SHARED_DATA}")
 def test_int8_parity_on_minilm(minilm_run, tmp_path):
-    """int8 against fp32 on STS-B dev pairs, at the issue's bars: Pearson within 0.02 and 99% of labels
-    the same (SmoothQuant alpha 0.85: 99.5% of these 400 pairs; per-tensor dynamic int8 without
-    smoothing 98.75%, and SmoothQuant alpha 0.5 97.75%, which is why the default is not 0.5)."""
+    """int8 against fp32 on STS-B dev pairs, at the issue's bars: Pearson within 0.02 (it is within
+    0.001) and 99% of labels the same (99.75% of these 400 pairs, 99.87% of all 1,500; per-tensor
+    dynamic quantisation, which int8 export used before, agreed on 99.5% and 98.3%)."""
     assert main(["-q", "export", str(minilm_run), "-o", str(tmp_path / "fp32")]) == 0
     assert main(["-q", "export", str(minilm_run), "--quantize", "int8", "-o", str(tmp_path / "int8")]) == 0
     manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
-    assert manifest["quantization"] == "int8" and manifest["quantization_scheme"].startswith("SmoothQuant alpha")
-    # the encoder's projections are int8; the fp32 word embeddings are half of the fp32 file
+    assert manifest["quantization"] == "int8" and manifest["quantization_scheme"] == INT8_SCHEME
+    # the encoder's weights are int8 but for the FFN output projections; the fp32 word embeddings are
+    # half of the fp32 file
     assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.8 * (tmp_path / "fp32" / "model.onnx").stat().st_size
     fp32, int8 = OnnxPredictor(tmp_path / "fp32"), OnnxPredictor(tmp_path / "int8")
     examples = read_split(fp32.cfg, "sim", "dev")[:400]
@@ -343,9 +344,6 @@ FAMILIES = {  # family: (config class, model class, its config beyond TINY)
 # the families whose encoder reads token types; the others' graphs take no token_type_ids input
 # (DeBERTa-v2 has a type embedding only with type_vocab_size > 0, which its config leaves at 0)
 READS_TOKEN_TYPES = {"bert", "roberta", "electra"}
-# the families whose layers smoothquant.py finds (DeBERTa-v2's relative positions also pass through its key
-# and query projections, ModernBERT fuses Q, K and V): the others' int8 is the block scheme
-SMOOTHED = {"bert", "roberta", "distilbert", "electra"}
 
 
 def tiny_encoder(family: str, path: Path) -> str:
@@ -405,13 +403,7 @@ def test_every_encoder_family_exports_and_predicts(family, tmp_path):
         assert [i.name for i in onnx.load(str(tmp_path / name / "model.onnx")).graph.input] == expected_inputs
         assert list(json.loads((tmp_path / name / "manifest.json").read_text())["inputs"]) == expected_inputs
         sessions[name] = ort.InferenceSession(str(tmp_path / name / "model.onnx"))
-    # SmoothQuant and per-tensor int8 where smoothquant.py knows the layers; the block scheme elsewhere
-    scheme = json.loads((tmp_path / "int8" / "manifest.json").read_text())["quantization_scheme"]
-    if family in SMOOTHED:
-        assert scheme.startswith("SmoothQuant alpha"), scheme
-    else:
-        assert scheme == INT8_SCHEME
-    # the block scheme keeps each layer's feed-forward output projection in fp32, whatever the family names it
+    # int8 keeps each layer's feed-forward output projection in fp32, whatever the family names it
     from mtbert.inference.export import _kept_in_fp32
 
     assert len(_kept_in_fp32(tmp_path / "fp32" / "model.onnx")) == TINY["num_hidden_layers"]

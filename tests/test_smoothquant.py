@@ -1,6 +1,6 @@
-"""SmoothQuant before int8 (inference/smoothquant.py): the smoothed fp32 model answers as the original,
-calibration draws seeded inputs from the training split only, the int8 bundle uses the per-tensor
-dynamic kernel, and the export option is checked with a clear message."""
+"""SmoothQuant before int8 (inference/smoothquant.py, `export --quantize int8-smoothquant`): the smoothed
+fp32 model answers as the original, calibration draws seeded inputs from the training split only, the
+bundle uses the per-tensor dynamic kernel, and the export options are checked with a clear message."""
 
 from __future__ import annotations
 
@@ -163,12 +163,13 @@ def test_calibration_draws_from_the_training_split_only_and_is_seeded(toy_config
 
 def test_the_alpha_option_is_checked():
     check_smoothquant_alpha(None, None)
-    check_smoothquant_alpha(0.75, "int8")
-    with pytest.raises(UserError, match="--smoothquant-alpha applies to --quantize int8"):
-        check_smoothquant_alpha(0.5, None)
+    check_smoothquant_alpha(0.75, "int8-smoothquant")
+    for quantize in (None, "int8"):
+        with pytest.raises(UserError, match="--smoothquant-alpha applies to --quantize int8-smoothquant"):
+            check_smoothquant_alpha(0.5, quantize)
     for bad in (0.0, 1.0, 1.5, -0.2, float("nan")):
         with pytest.raises(UserError, match="between 0 and 1"):
-            check_smoothquant_alpha(bad, "int8")
+            check_smoothquant_alpha(bad, "int8-smoothquant")
 
 
 @pytest.fixture
@@ -181,10 +182,10 @@ def trained_run(toy_config, tmp_path):
 
 
 def test_int8_export_smooths_and_uses_the_dynamic_kernel(trained_run, tmp_path, capsys):
-    assert main(["-q", "export", str(trained_run), "--quantize", "int8", "--smoothquant-alpha", "0.75",
+    assert main(["-q", "export", str(trained_run), "--quantize", "int8-smoothquant", "--smoothquant-alpha", "0.75",
                  "-o", str(tmp_path / "int8")]) == 0
     manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
-    assert manifest["quantization"] == "int8"
+    assert manifest["quantization"] == "int8-smoothquant"
     assert manifest["quantization_scheme"].startswith("SmoothQuant alpha 0.75")
     ops = [n.op_type for n in onnx.load(str(tmp_path / "int8" / "model.onnx")).graph.node]
     # 2 layers x (one quantisation of the attention input for q, k and v; attention output; ffn in; ffn out)
@@ -192,9 +193,10 @@ def test_int8_export_smooths_and_uses_the_dynamic_kernel(trained_run, tmp_path, 
     assert "MatMulNBits" not in ops
     assert manifest["parity"]["fp32_max_abs_diff"] <= 1e-4
 
-    assert main(["export", str(trained_run), "--smoothquant-alpha", "0.5", "-o", str(tmp_path / "x")]) == 2
-    assert "--smoothquant-alpha applies to --quantize int8" in capsys.readouterr().err
-    assert main(["export", str(trained_run), "--quantize", "int8", "--smoothquant-alpha", "2",
+    assert main(["export", str(trained_run), "--quantize", "int8", "--smoothquant-alpha", "0.5",
+                 "-o", str(tmp_path / "x")]) == 2
+    assert "--smoothquant-alpha applies to --quantize int8-smoothquant" in capsys.readouterr().err
+    assert main(["export", str(trained_run), "--quantize", "int8-smoothquant", "--smoothquant-alpha", "2",
                  "-o", str(tmp_path / "x")]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
@@ -205,10 +207,12 @@ def test_int8_export_without_the_training_data_says_what_it_needs(trained_run, t
     cfg = yaml.safe_load(config.read_text())
     cfg["data_dir"] = str(tmp_path / "gone")
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    assert main(["export", str(trained_run), "--quantize", "int8", "-o", str(tmp_path / "x")]) == 2
+    assert main(["export", str(trained_run), "--quantize", "int8-smoothquant", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "--quantize int8 calibrates on the run's training inputs" in err and "file not found" in err
+    assert "--quantize int8-smoothquant calibrates on the run's training inputs" in err and "file not found" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+    # the block scheme needs no data
+    assert main(["-q", "export", str(trained_run), "--quantize", "int8", "-o", str(tmp_path / "x")]) == 0
 
 
 def test_the_help_names_the_default_alpha(capsys):
