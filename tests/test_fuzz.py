@@ -170,7 +170,8 @@ COMMANDS = {
                           "--probas": None, "--batch-size": INT, "--all": None, "--skip-existing": None,
                           "--engine": WORD}),
     "convert": (["dp.json"], {"-o": PATH, "--output": ANY}),
-    "export": (["run"], {"--format": WORD, "--quantize": WORD, "-o": PATH}),
+    "export": (["run"], {"--format": WORD, "--quantize": st.sampled_from(["int8", "int8-smoothquant", "x"]), "-o": PATH,
+                         "--smoothquant-alpha": INT}),
     "compare": (["config"], {"--modes": WORD, "--set": SET, "--run-dir": PATH, "--overwrite": None}),
 }
 POSITIONAL = {"config": st.sampled_from(["config.yaml", "config.yaml", "bad.yaml", "dp.json", "missing", "data"]),
