@@ -22,11 +22,21 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, today, write_section  # noqa: E402
 
 from mtbert.config import load_config  # noqa: E402
 from mtbert.training.checkpoint import checkpoints  # noqa: E402
+
+# the N-process contenders: (label, --set overrides); all alternate with one process in every repeat
+VARIANTS = [
+    ("DDP on every weight, fp32 (before issue 18)", ["training.embedding_sync=all", "training.grad_compression=none"]),
+    ("word-embedding rows the batch touched, fp32", ["training.embedding_sync=touched_rows", "training.grad_compression=none"]),
+    ("touched rows + bf16 compression", ["training.embedding_sync=touched_rows", "training.grad_compression=bf16"]),
+]
 
 
 def run(config: str, sets: list[str], run_dir: Path, nproc: int) -> float:
@@ -43,11 +53,18 @@ def run(config: str, sets: list[str], run_dir: Path, nproc: int) -> float:
     return examples * cfg.training.gradient_accumulation_steps / state["train_seconds"]
 
 
+def drift(a: Path, b: Path) -> float:
+    """|w_b - w_a| / |w_a| over every weight of the two runs' final checkpoints."""
+    wa, wb = (load_file(checkpoints(r)[-1] / "model.safetensors") for r in (a, b))
+    return float(torch.cat([(wa[k].float() - wb[k].float()).flatten() for k in wa]).norm()
+                 / torch.cat([wa[k].float().flatten() for k in wa]).norm())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/deeppavlov_example.yaml")
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--accumulation", default="1,4", help="gradient_accumulation_steps settings to measure")
     ap.add_argument("--set", action="append", default=[])
@@ -57,30 +74,45 @@ def main() -> None:
     for accum in [int(a) for a in args.accumulation.split(",")]:
         sets = [f"training.max_steps={max(1, args.steps // accum)}", f"training.gradient_accumulation_steps={accum}",
                 "training.threads=1", "training.progress=false", *args.set]
-        sets += [f"tasks.{task}.dev=null" for task in load_config(args.config, sets).tasks]  # training only
-        rates: dict[int, list[float]] = {1: [], args.nproc: []}
+        tasks = load_config(args.config, sets).tasks
+        sets += [f"tasks.{task}.dev=null" for task in tasks]  # training only
+        # no dropout: N processes draw other masks than one, and the drift column is to show the rounding
+        sets += [f"tasks.{task}.dropout=0" for task in tasks]
+        contenders = [("one process", [], 1)] + [(label, extra, args.nproc) for label, extra in VARIANTS]
+        rates: dict[str, list[float]] = {label: [] for label, _, _ in contenders}
         for r in range(args.repeats):
-            for n in rates:
-                rates[n].append(run(args.config, sets, out / f"a{accum}-n{n}-{r}", n))
-                print(f"accumulation {accum}, repeat {r}, {n} process(es): {rates[n][-1]:.1f} examples/s", flush=True)
-        one, many = statistics.median(rates[1]), statistics.median(rates[args.nproc])
-        for n, median in ((1, one), (args.nproc, many)):
-            table.append(f"| {accum} | {n} | {median:.1f} | {', '.join(f'{x:.1f}' for x in rates[n])} |")
+            for v, (label, extra, n) in enumerate(contenders):
+                rates[label].append(run(args.config, sets + extra, out / f"a{accum}-v{v}-r{r}", n))
+                print(f"accumulation {accum}, repeat {r}, {label}: {rates[label][-1]:.1f} examples/s", flush=True)
+        one = statistics.median(rates["one process"])
+        last = args.repeats - 1
+        for v, (label, _, n) in enumerate(contenders):
+            median = statistics.median(rates[label])
+            gap = "" if n == 1 else f"{drift(out / f'a{accum}-v0-r{last}', out / f'a{accum}-v{v}-r{last}'):.1e}"
+            table.append(f"| {accum} | {n} | {label} | {median:.1f} | {median / one:.2f}x | {gap} | "
+                         f"{', '.join(f'{x:.1f}' for x in rates[label])} |")
+        best = max(VARIANTS, key=lambda v: statistics.median(rates[v[0]]))[0]
+        default = VARIANTS[1][0]  # the defaults: touched rows, no compression
+        many = statistics.median(rates[default])
         summary.append(f"- accumulation {accum}: speed-up with {args.nproc} processes **{many / one:.2f}x**, "
-                       f"scaling efficiency **{many / one / args.nproc:.0%}**")
+                       f"scaling efficiency **{many / one / args.nproc:.0%}** (the defaults: {default}); "
+                       f"fastest: {best}, {statistics.median(rates[best]) / one:.2f}x")
     cfg = load_config(args.config, sets)
-    body = f"""## Several processes: training throughput with torch.distributed (issue 6)
+    body = f"""## Several processes: training throughput with torch.distributed (issues 6, 18)
 
 - command: `python benchmarks/ddp_scaling.py --config {args.config} --steps {args.steps} --repeats {args.repeats} --nproc {args.nproc} --accumulation {args.accumulation}`
 - machine: {machine()}
 - date: {today()}
 - setup: `mtbert train --nproc N` (torchrun, gloo on loopback), one thread per process, the five-task mix,
   global batch {cfg.training.batch_size} (each of N processes takes 1/N of it), {args.steps} batches per run,
-  precision {cfg.training.precision}; runs alternate, medians of {args.repeats}; the trainer's clock (data loading
+  precision {cfg.training.precision}; contenders alternate, medians of {args.repeats}; the trainer's clock (data loading
   excluded; no dev evaluation)
 
-| gradient accumulation | processes | examples/s (median) | runs |
-|---|---|---|---|
+Weight drift: |w - w_1| / |w_1| between the final weights of the last repeat's run and the one-process run,
+dropout off in all (bf16 autocast and sharding the batch alone already round differently).
+
+| gradient accumulation | processes | what is all-reduced | examples/s (median) | vs one process | weight drift | runs |
+|---|---|---|---|---|---|---|
 {chr(10).join(table)}
 
 {chr(10).join(summary)}

@@ -183,3 +183,41 @@ def test_a_bad_data_file_under_nproc_is_one_message_per_process_and_no_traceback
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith("mtbert: error: ") and "sent_train.tsv line 3" in line for line in lines)
     assert not (tmp_path / "run").exists()
+
+
+def test_only_the_touched_word_embedding_rows_are_averaged():
+    """DDP leaves the word embeddings out; train_step averages the rows the step's batches touched (every
+    rank knows them: all draw the same batch) and sends nothing for the other ~30,000."""
+    from mtbert.training.distributed import Dist, reduce_rows, touched_rows
+
+    rows = touched_rows([[101, 7, 9, 102], [[101, 7, 102], [101, 12, 102]]], pad_id=0)
+    assert rows.tolist() == [0, 7, 9, 12, 101, 102]
+
+    class TwoRanks(Dist):  # the other rank's gradient is this one's plus 2 in every row it sends
+        sent: list = []
+
+        def sum(self, tensor):
+            self.sent.append(tensor.shape)
+            return tensor + (tensor + 2.0)
+
+    weight = torch.nn.Parameter(torch.zeros(200, 4))
+    weight.grad = torch.zeros(200, 4)
+    weight.grad[rows] = 1.0
+    reduce_rows(weight, rows, TwoRanks(0, 2))
+    assert TwoRanks.sent == [torch.Size([6, 4])]  # 6 of 200 rows on the wire
+    assert torch.equal(weight.grad[rows], torch.full((6, 4), 2.0))  # (1 + 3) / 2
+    untouched = torch.ones(200, dtype=torch.bool)
+    untouched[rows] = False
+    assert not weight.grad[untouched].any()
+
+
+def test_bf16_gradient_compression_stays_near_the_single_process_model(dist_config, tmp_path):
+    """PyTorch's bf16_compress_hook halves what DDP sends; it rounds the gradients, so the model drifts from
+    one process's: by how much is bounded here (relative to the weights' norm)."""
+    single, double = tmp_path / "single", tmp_path / "double"
+    _train(dist_config, single)
+    _train(dist_config, double, "--set", "training.grad_compression=bf16", nproc=2)
+    wa = load_file(checkpoints(single)[-1] / "model.safetensors")
+    wb = load_file(checkpoints(double)[-1] / "model.safetensors")
+    diff = torch.cat([(wa[k] - wb[k]).flatten() for k in wa]).norm() / torch.cat([wa[k].flatten() for k in wa]).norm()
+    assert 0 < diff < 1e-3, diff

@@ -162,7 +162,7 @@ def test_nonfinite_loss_is_skipped_and_counted_or_stops(toy_config, tmp_path, mo
     summary = train(validate(_config(toy_config, max_steps=6, checkpoint_every=None)), tmp_path / "a")
     assert summary["nonfinite_steps"] == 1 and summary["steps"] == 6
     calls["n"] = 0
-    with pytest.raises(UserError, match=r"non-finite loss \(nan\) on task \w+ at step 3"):
+    with pytest.raises(UserError, match=r"non-finite loss or gradient \(nan\) on task \w+ at step 3"):
         train(validate(_config(toy_config, max_steps=6, on_nonfinite_loss="stop")), tmp_path / "b")
 
 

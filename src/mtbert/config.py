@@ -279,6 +279,12 @@ class TrainingConfig(_Strict):
     compile: bool = False  # torch.compile the encoder (inductor, shapes dynamic); see the README for when it pays
     threads: Annotated[int, Field(gt=0)] | None = None
     dist_timeout: Annotated[float, Field(gt=0)] = 1800.0  # seconds a process waits for the others (torchrun)
+    # several processes: gradients all-reduced as they are, or halved to bf16 / fp16 on the wire (PyTorch's
+    # DDP communication hooks; lossy: the model drifts from one process's)
+    grad_compression: Literal["none", "bf16", "fp16"] = "none"
+    # several processes: all-reduce only the word-embedding rows the step's batches touched (exact), or the
+    # whole matrix through DDP as every other weight
+    embedding_sync: Literal["touched_rows", "all"] = "touched_rows"
     progress: bool = True
     checkpoint_every: Annotated[int, Field(gt=0)] | None = None  # steps; checkpoints are also written at every evaluation
     keep_checkpoints: Annotated[int, Field(gt=0)] = 2

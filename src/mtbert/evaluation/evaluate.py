@@ -15,6 +15,7 @@ from mtbert.data.features import Feature, collate, sorted_batches
 from mtbert.errors import UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode_rows
 from mtbert.evaluation.metrics import get_metric
+from mtbert.modeling.precision import to_device
 from mtbert.tasks import default_metrics, registry
 
 log = logging.getLogger("mtbert")
@@ -45,7 +46,7 @@ def raw_outputs(model, tasks: list[str], feats: list[Feature], batch_size: int, 
         batch.pop("labels", None)
         batch.pop("soft_labels", None)
         with amp():
-            outs = model.forward_heads(tasks, {k: v.to(device) for k, v in batch.items()})
+            outs = model.forward_heads(tasks, to_device(batch, device))
         for task, out in outs.items():
             out = model.heads[task].outputs(out.float())
             outputs[task].update(zip(idx, out.cpu().numpy(), strict=True))

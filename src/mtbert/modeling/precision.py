@@ -60,3 +60,11 @@ def autocast(precision: str, device: torch.device):
     if precision in ("bf16", "fp16"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return contextlib.nullcontext()
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch on the device. To a GPU it goes from pinned memory with non_blocking, so the copy
+    overlaps the work still queued there instead of waiting for it; on the CPU `.to` is a no-op."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}

@@ -21,7 +21,7 @@ from mtbert.config import Config
 from mtbert.data.features import Feature, collate, encode
 from mtbert.evaluation.evaluate import predict_task
 from mtbert.modeling.encoder import load_tokenizer
-from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
+from mtbert.modeling.precision import autocast, resolve_device, resolve_precision, to_device
 from mtbert.rundir import config_yaml, holds_run, model_dir
 from mtbert.tasks import registry
 from mtbert.training.trainer import (
@@ -75,8 +75,7 @@ def time_steps(cfg: Config, data: dict[str, TaskData], plan: StepPlan, pad_id: i
             continue
         times = []
         for _ in range(repeats + 1):
-            batch = {k: v.to(device) for k, v in
-                     collate(td.type, [td.train_feats[i] for i in plan.streams[name].next()], pad_id).items()}
+            batch = to_device(collate(td.type, [td.train_feats[i] for i in plan.streams[name].next()], pad_id), device)
             tick = time.perf_counter()
             with amp():
                 out = model(name, batch)

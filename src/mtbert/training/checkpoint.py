@@ -70,6 +70,32 @@ def set_global_rng_state(state: dict) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
+def torch_rng_state() -> dict[str, torch.Tensor]:
+    """torch's CPU generator and, where CUDA has been used, every GPU's (dropout on a GPU draws from the
+    GPU's generator, so exact resume there needs it)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state.update({f"cuda:{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def set_torch_rng_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    torch.set_rng_state(state["torch"])
+    saved = [state[k] for k in sorted((k for k in state if k.startswith("cuda:")), key=lambda k: int(k[5:]))]
+    if not saved:
+        return
+    if not torch.cuda.is_available():
+        log.warning("%s: the checkpoint holds GPU random states, but this run is on the CPU: dropout will "
+                    "differ from the uninterrupted run", path)
+        return
+    here = torch.cuda.device_count()
+    if here != len(saved):
+        log.warning("%s: the checkpoint holds %d GPUs' random states, this machine has %d: the first %d restored",
+                    path, len(saved), here, min(here, len(saved)))
+    for i, s in enumerate(saved[:here]):
+        torch.cuda.set_rng_state(s, i)
+
+
 def latest_fingerprint(run_dir: Path) -> str | None:
     found = checkpoints(run_dir)
     if not found:
@@ -83,7 +109,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
     def write(tmp: Path) -> None:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
         _save_optimizer(optimizer.state_dict(), tmp / "optimizer.pt")
-        save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+        save_file(torch_rng_state(), tmp / "rng.safetensors")
         state = {**trainer_state, "rng": global_rng_state()}
         (tmp / "trainer.json").write_text(json.dumps(state), encoding="utf-8")
 
@@ -114,7 +140,7 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
         raise UserError(f"{path / 'optimizer.pt'}: refused: it holds more than tensors and plain data (read with "
                         "torch.load(weights_only=True)); delete this checkpoint to resume from the one before") from None
     optimizer.load_state_dict(optimizer_state)
-    torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
+    set_torch_rng_state(load_file(path / "rng.safetensors"), path)
     state = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
     set_global_rng_state(state.pop("rng"))
     return state

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from mtbert.config import Config, TaskConfig
+from mtbert.config import Config, TaskConfig, TrainingConfig
 from mtbert.data.features import Feature, build_labels, collate, encode, length_grouped_batches
 from mtbert.data.multiple_choice import rotate_choices
 from mtbert.data.readers import Example, read_split
@@ -41,14 +41,14 @@ from mtbert.evaluation.evaluate import (
 from mtbert.io import append_line, atomic_write_text
 from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.model import MultiTaskModel
-from mtbert.modeling.precision import autocast, resolve_device, resolve_precision
+from mtbert.modeling.precision import autocast, resolve_device, resolve_precision, to_device
 from mtbert.rundir import MODEL, save_model, write_config
 from mtbert.tasks import build_model, registry
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import Checkpointer, place_run
 from mtbert.training.console import training_console
 from mtbert.training.distill import attach_teacher_targets, gold_weight
-from mtbert.training.distributed import Dist, from_env
+from mtbert.training.distributed import Dist, compression_hook, from_env, reduce_rows, touched_rows
 from mtbert.training.loggers import Callback, Callbacks, build_loggers, require_packages
 from mtbert.training.plateau import Plateau
 from mtbert.training.report import write_curves, write_report
@@ -420,6 +420,9 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
+SETTLE_EVERY_ON_GPU = 50  # steps between host reads of the losses on a GPU
+
+
 @dataclass
 class Run:
     """One training, as `setup` builds it: the model, data, streams, optimiser, schedules and state that
@@ -446,6 +449,10 @@ class Run:
     callbacks: Callbacks = field(default_factory=lambda: Callbacks([]))
     baseline: dict = field(default_factory=dict)
     bar: tqdm | None = None
+    # steps whose loss the host has not read yet (step, task, loss, skipped, lr, examples/s), and how many
+    # may wait: on a GPU reading a loss waits for the queued work, so settle() reads them in one go
+    pending: list = field(default_factory=list)
+    settle_every: int = 1
 
     @property
     def main(self) -> bool:
@@ -539,7 +546,7 @@ def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | 
     optimizer = make_optimizer(model, cfg)
     run = Run(cfg, run_dir, ranks, device, precision, partial(autocast, precision, device),
               torch.amp.GradScaler(device.type, enabled=precision == "fp16"), tokenizer, data, model,
-              _distributed(model, ranks, device), plan, optimizer,
+              _distributed(model, ranks, device, cfg.training), plan, optimizer,
               LrSchedule(optimizer, plan.total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule),
               Plateau(t.patience, t.lr_drop_patience, t.lr_drop == "once_per_plateau", t.lr_drop_reload_best),
               Checkpointer(run_dir, cfg, ranks))
@@ -554,22 +561,38 @@ def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | 
              f", {ranks.world} processes" if ranks.enabled else "", run_dir)
     run.bar = tqdm(total=plan.total_steps, initial=run.state.step, disable=not (t.progress and run.main),
                    desc="train", dynamic_ncols=True)
+    # the CPU runs each op as it is issued, so reading a loss there costs nothing and a 'stop' stops at its
+    # step; a GPU's queue would drain at every read
+    run.settle_every = 1 if device.type == "cpu" else SETTLE_EVERY_ON_GPU
     return run
 
 
-def _distributed(model: MultiTaskModel, ranks: Dist, device: torch.device) -> torch.nn.Module:
-    """The model as it runs forward: itself on one process, its DDP wrapper under torchrun."""
+def word_embeddings(model: MultiTaskModel) -> tuple[str, torch.nn.Parameter] | None:
+    """The encoder's word-embedding matrix and its name in `model`, where the encoder says which it is."""
+    get = getattr(model.encoder, "get_input_embeddings", None)
+    weight = getattr(get(), "weight", None) if get else None
+    return next(((n, p) for n, p in model.named_parameters() if p is weight), None)
+
+
+def _distributed(model: MultiTaskModel, ranks: Dist, device: torch.device, t: TrainingConfig) -> torch.nn.Module:
+    """The model as it runs forward: itself on one process, its DDP wrapper under torchrun. DDP leaves out
+    the learned loss weights (used after the forward, outside its graph) and the word embeddings (only the
+    rows a batch touched are all-reduced): train_step reduces both by hand."""
     if not ranks.enabled:
         return model
-    balancer = getattr(model, "balancer", None)
-    if balancer is not None:  # used after the forward, outside DDP's graph: reduced by hand in train_step
-        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-            model, [f"balancer.{n}" for n, _ in balancer.named_parameters()])
+    by_hand = [f"balancer.{n}" for n, _ in getattr(model, "balancer", torch.nn.Module()).named_parameters()]
+    words = word_embeddings(model) if t.embedding_sync == "touched_rows" else None
+    if words is not None:
+        by_hand.append(words[0])
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, by_hand)
     # a step trains one task, so the other heads are unused: DDP must look for them (and then leaves
     # their gradients None, so AdamW skips them as on one process)
-    return torch.nn.parallel.DistributedDataParallel(
+    net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=True, forward_sync_buffers=False)  # no BatchNorm: nothing to sync
+    if t.grad_compression != "none":
+        net.register_comm_hook(None, compression_hook(t.grad_compression))  # None: the default process group
+    return net
 
 
 def _open_run_dir(run: Run, resume: bool) -> None:
@@ -601,8 +624,9 @@ def _open_run_dir(run: Run, resume: bool) -> None:
 
 def train_step(run: Run) -> None:
     """One optimiser step: the schedule's task for this step, gradient_accumulation_steps batches of it,
-    backward, clipping and AdamW (skipped on a non-finite loss, or stopped: on_nonfinite_loss), then the
-    step's bookkeeping and the callbacks' on_step."""
+    backward, clipping and AdamW. Nothing in it reads a tensor on the host: a step whose loss or gradient
+    is not finite is skipped on the device (fused AdamW's found_inf: no update, no step count), and the
+    loss bookkeeping, on_nonfinite_loss and the callbacks' on_step come at settle()."""
     t, state, plan = run.cfg.training, run.state, run.plan
     tick = time.time()
     step = state.step
@@ -612,60 +636,87 @@ def train_step(run: Run) -> None:
             stream.restart()
     task = plan.schedule.task_for(step, epoch)
     run.lr_schedule.set(step)
-    step_loss, examples = _accumulate(run, task, step)
+    step_loss, drawn = _accumulate(run, task, step)
+    examples = len(drawn)
     state.step += 1
-    balancer = getattr(run.model, "balancer", None)
-    if balancer is not None and run.ranks.enabled:
-        for p in balancer.parameters():
-            if p.grad is not None:
-                p.grad = run.ranks.sum(p.grad) / run.ranks.world
-    if math.isfinite(step_loss):
-        run.scaler.unscale_(run.optimizer)
-        if t.clip_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.grad is not None], t.clip_norm)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        state.steps_per_task[task] = state.steps_per_task.get(task, 0) + 1
-        sums = state.loss_sums.setdefault(task, [0.0, 0])
-        sums[0] += step_loss
-        sums[1] += 1
-        state.loss_curve.append((state.step, task, step_loss))
-        state.ema[task] = step_loss if task not in state.ema else 0.9 * state.ema[task] + 0.1 * step_loss
-        run.bar.set_postfix({k: f"{v:.3f}" for k, v in state.ema.items()}, refresh=False)
-    elif t.on_nonfinite_loss == "stop":
-        raise UserError(f"non-finite loss ({step_loss}) on task {task} at step {state.step}; lower "
-                        "training.lr, or set training.on_nonfinite_loss: skip")
-    else:
-        state.nonfinite_steps += 1
-        log.warning("non-finite loss (%s) on task %s at step %d: step skipped (%d so far)",
-                    step_loss, task, state.step, state.nonfinite_steps)
+    if run.ranks.enabled:
+        _reduce_by_hand(run, task, drawn)
+    finite = torch.isfinite(step_loss)
+    run.scaler.unscale_(run.optimizer)
+    if t.clip_norm:
+        norm = torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.grad is not None], t.clip_norm)
+        finite = finite & torch.isfinite(norm)
+    skipped = (~finite).float()
+    run.optimizer.found_inf = skipped  # fp16: the grad scaler sets its own, which a non-finite loss trips too
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
     run.bar.update(1)
     seconds = time.time() - tick
     state.train_seconds += seconds
     state.lr_curve.append((state.step, run.lr_schedule.lr))
-    scalars = {"train/lr": run.lr_schedule.lr, "train/examples_per_s": examples / max(seconds, 1e-9)}
-    if math.isfinite(step_loss):
-        scalars[f"train/loss/{task}"] = step_loss
-    run.callbacks.on_step(state.step, scalars)
+    run.pending.append((state.step, task, step_loss.detach(), skipped, run.lr_schedule.lr,
+                        examples / max(seconds, 1e-9)))
+    if len(run.pending) >= run.settle_every:
+        settle(run)
 
 
-def _accumulate(run: Run, task: str, step: int) -> tuple[float, int]:
+def settle(run: Run) -> None:
+    """Read the pending steps' losses (one host sync) and book them: loss sums and curve, the progress bar,
+    the skipped-step count or on_nonfinite_loss: stop, and the callbacks' on_step."""
+    if not run.pending:
+        return
+    t, state = run.cfg.training, run.state
+    read = torch.stack([torch.stack([loss.float(), skipped]) for _, _, loss, skipped, _, _ in run.pending]).tolist()
+    pending, run.pending = run.pending, []
+    for (step, task, _, _, lr, speed), (loss, skipped) in zip(pending, read, strict=True):
+        scalars = {"train/lr": lr, "train/examples_per_s": speed}
+        if not skipped:
+            state.steps_per_task[task] = state.steps_per_task.get(task, 0) + 1
+            sums = state.loss_sums.setdefault(task, [0.0, 0])
+            sums[0] += loss
+            sums[1] += 1
+            state.loss_curve.append((step, task, loss))
+            state.ema[task] = loss if task not in state.ema else 0.9 * state.ema[task] + 0.1 * loss
+            scalars[f"train/loss/{task}"] = loss
+        elif t.on_nonfinite_loss == "stop":
+            raise UserError(f"non-finite loss or gradient ({loss}) on task {task} at step {step}; lower "
+                            "training.lr, or set training.on_nonfinite_loss: skip")
+        else:
+            state.nonfinite_steps += 1
+            log.warning("non-finite loss or gradient (loss %s) on task %s at step %d: step skipped (%d so far)",
+                        loss, task, step, state.nonfinite_steps)
+        run.callbacks.on_step(step, scalars)
+    run.bar.set_postfix({k: f"{v:.3f}" for k, v in state.ema.items()}, refresh=False)
+
+
+def _reduce_by_hand(run: Run, task: str, drawn: list[int]) -> None:
+    """What DDP leaves out (see _distributed), averaged over the ranks: the learned loss weights, and the
+    word-embedding rows of the step's batches."""
+    for p in getattr(run.model, "balancer", torch.nn.Module()).parameters():
+        if p.grad is not None:
+            p.grad = run.ranks.sum(p.grad) / run.ranks.world
+    words = word_embeddings(run.model) if run.cfg.training.embedding_sync == "touched_rows" else None
+    if words is not None:
+        feats = run.data[task].train_feats
+        reduce_rows(words[1], touched_rows([feats[i].input_ids for i in drawn], run.pad_id), run.ranks)
+
+
+def _accumulate(run: Run, task: str, step: int) -> tuple[torch.Tensor, list[int]]:
     """Forward and backward of the step's gradient_accumulation_steps batches of `task`; the step's mean
-    loss (over every rank's batch) and how many examples it drew."""
+    loss (over every rank's batch, a tensor on the device) and the examples it drew (every rank's)."""
     td, ranks, accum = run.data[task], run.ranks, run.cfg.training.gradient_accumulation_steps
     weight = td.cfg.loss_weight * run.plan.schedule.weight(task)
     distilling = any(d.cfg.teacher for d in run.data.values())
     balancer = getattr(run.model, "balancer", None)
-    step_loss, examples = 0.0, 0
+    step_loss, every = torch.zeros((), device=run.device), []
     for k in range(accum):
         # every rank draws the same batch and takes its shard; the all-reduce of the gradients
         # waits for the last accumulation step (no_sync before it)
         drawn = run.plan.streams[task].next()
-        examples += len(drawn)
+        every += drawn
         idx, share = ranks.shard(drawn)
-        batch = {key: v.to(run.device) for key, v in
-                 collate(td.type, [td.train_feats[i] for i in idx], run.pad_id).items()}
+        batch = to_device(collate(td.type, [td.train_feats[i] for i in idx], run.pad_id), run.device)
         with run.net.no_sync() if ranks.enabled and k < accum - 1 else contextlib.nullcontext():
             with run.amp():
                 out = run.net(task, batch)
@@ -679,8 +730,8 @@ def _accumulate(run: Run, task: str, step: int) -> tuple[float, int]:
             if balancer is not None:  # DDP averages its s_i term over the ranks: one each
                 loss = balancer(task, loss)
             run.scaler.scale(loss * weight / accum).backward()
-        step_loss += (whole[0] / whole[1]).item() / accum
-    return step_loss, examples
+        step_loss += whole[0] / whole[1] / accum
+    return step_loss, every
 
 
 def evaluate(run: Run, initial: bool = False) -> bool:
@@ -689,6 +740,7 @@ def evaluate(run: Run, initial: bool = False) -> bool:
     take the same decisions. `initial` (validate_first): the untrained model's score becomes the one to
     beat, nothing is saved."""
     t, state = run.cfg.training, run.state
+    settle(run)
     tick = time.time()
     scores, outputs = evaluate_all(run.model, run.data, run.cfg, run.pad_id, run.amp, run.ranks,
                                    progress=t.progress and run.main)
@@ -736,6 +788,7 @@ def _reload_best(run: Run) -> bool:
 
 def checkpoint(run: Run) -> None:
     """Everything exact resume needs, written by rank 0 (training/checkpoint.py)."""
+    settle(run)  # every rank: on_nonfinite_loss 'stop' must stop them all
     if not run.main:
         return
     state = run.state
@@ -781,7 +834,11 @@ def _loop(run: Run) -> dict:
                 state.done = evaluate(run)
             state.done = state.done or state.step == total_steps
             # a signal reaches the ranks at different steps: they stop together at the first step any saw it
-            stop = ranks.any(signals.signum != 0) if ranks.enabled else bool(signals.signum)
+            # (asked where the host reads losses anyway: the question is a sync of its own)
+            if ranks.enabled:
+                stop = ranks.any(signals.signum != 0) if not run.pending else False
+            else:
+                stop = bool(signals.signum)
             if due or state.done or (t.checkpoint_every and state.step % t.checkpoint_every == 0) or stop:
                 checkpoint(run)
             if stop and not state.done:
@@ -794,6 +851,7 @@ def _loop(run: Run) -> dict:
 def finish(run: Run) -> dict:
     """The final model (where no evaluation chose one) and report; the summary report.md is written from."""
     state = run.state
+    settle(run)
     run.bar.close()
     if not run.main:
         return {"run_dir": str(run.run_dir), "steps": state.step, "best": state.best_eval}
