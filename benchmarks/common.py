@@ -210,7 +210,9 @@ def dp_config(data: Path, root: Path, backbone: str, epochs: int, batch: int, ma
               seed: int | None = None) -> dict:
     """The kit's template as it is, pointed at the slice; only variables and the train section's epochs,
     batch size and evaluation_targets (dev only) change, and with `seed` every seed the template gives
-    (iterator and per-task iterators). val_every_n_epochs stays 1 (the kit's save trap)."""
+    (iterator and per-task iterators) and the multitask_transformer's, which the template leaves at its
+    default 42 (`torch.manual_seed(seed)` in its __init__: the new pooler and heads, dropout).
+    val_every_n_epochs stays 1 (the kit's save trap)."""
     cfg = json.loads((KIT / "config-template.json").read_text(encoding="utf-8"))
     cfg["metadata"]["variables"].update(ROOT_PATH=str(root), DATA_PATH=str(data), BACKBONE=backbone,
                                         NUM_TRAIN_EPOCHS=epochs, MAX_SEQ_LEN=max_len)
@@ -220,6 +222,9 @@ def dp_config(data: Path, root: Path, backbone: str, epochs: int, batch: int, ma
         it = cfg["dataset_iterator"]
         for part in (it, it["task_defaults"], *it["tasks"].values()):
             if "seed" in part:
+                part["seed"] = seed
+        for part in cfg["chainer"]["pipe"]:
+            if part.get("class_name") == "multitask_transformer":
                 part["seed"] = seed
     return cfg
 

@@ -23,8 +23,10 @@ What is compared, per epoch:
   `val_every_n_epochs: 1`), and where each tool's runs fall against the other's spread.
 
 DeepPavlov draws each step's task with NumPy's global generator (`np.random.choice` in `gen_batches`), which
-it never seeds (`random.seed(seed)` seeds Python's generator; the task iterators' shuffling is seeded), and
-it does not seed torch either (new pooler and heads, dropout): its runs differ even at the same seed. mtbert
+it never seeds (`random.seed(seed)` seeds Python's generator; the task iterators' shuffling is seeded): its
+runs differ even at the same seed. Torch it seeds in `MultiTaskTransformer.__init__` from the transformer's
+own `seed` (default 42, which the kit's template leaves), so the benchmark sets that one to the run's seed
+too: runs before 2026-12-07 drew DeepPavlov's new pooler and heads from seed 42 in both seeds. mtbert
 seeds all of these from `seed`. Results go to the 'dp_side_by_side' section of benchmarks/RESULTS.md.
 """
 
@@ -314,8 +316,8 @@ full batch of 16, or, when its full batches have run out this epoch, the draw is
 draws as full batches, a task runs out before the epoch ends unless its draws fall short by chance, so an epoch
 is one pass over every task's full batches, as the counts show; by the same rule an epoch leaves some full
 batch untrained with probability {short:.1%} here (Monte Carlo of the draws, `shortfall_probability`). Which draws fall short differs between
-runs: DeepPavlov's task draws come from NumPy's global generator, which it never seeds, and it does not seed
-torch either; mtbert draws the same epochs for the same seed. DeepPavlov's counts are those of the batches
+runs: DeepPavlov's task draws come from NumPy's global generator, which it never seeds (torch it seeds from
+the multitask_transformer's `seed`); mtbert draws the same epochs for the same seed. DeepPavlov's counts are those of the batches
 its iterator yielded to the training loop (NNTrainer's own example count agrees: {cross}); mtbert's are its
 optimiser steps per task (`trainer.json`) between the epoch ends in `metrics.jsonl`, times the batch size.
 

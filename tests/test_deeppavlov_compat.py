@@ -122,6 +122,7 @@ def test_convert_the_multitask_example(conll_dir):
                     "labels": ["0", "1"], "metric": ["accuracy"], "pooling": "dp_pooler"}
     assert rte["columns"] == {"text": "sentence1", "text_pair": "sentence2", "label": "label"}
     assert out["tasks"]["stsb"]["columns"]["label"] == "score" and out["tasks"]["stsb"]["metric"] == ["pearson", "spearman"]
+    assert out["tasks"]["stsb"]["bias_init"] == "target_mean"  # written out: DeepPavlov's is torch's draw
     assert copa["format"] == "jsonl" and copa["dev"].endswith("superglue/copa/val.jsonl")
     assert copa["columns"] == {"text": "premise", "question": "question", "choices": ["choice1", "choice2"],
                                "label": "label"}

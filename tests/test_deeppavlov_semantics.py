@@ -190,6 +190,26 @@ def test_label_all_subtokens_tags_every_piece_of_a_word(toy_config):
         validate({**toy_config, "tasks": {"sent": {**toy_config["tasks"]["sent"], "label_all_subtokens": True}}})
 
 
+def test_regression_bias_starts_at_the_mean_target_or_as_torch_draws_it(toy_config):
+    """BertForMultiTask's regression output is a plain nn.Linear (torch's uniform draw for its bias); mtbert
+    starts it at the mean training target unless bias_init: default."""
+    from mtbert.modeling.heads import RegressionHead
+    from mtbert.tasks import registry
+
+    cfg = validate(toy_config)
+    feats = [Example(text="a", label=v) for v in (1.0, 2.0, 4.5)]
+    mean = registry.get("regression").head(cfg.tasks["sts"], 16, None, feats)
+    assert torch.allclose(mean.out.bias, torch.tensor([2.5]))
+    spec = validate({**toy_config, "tasks": {**toy_config["tasks"], "sts": {**toy_config["tasks"]["sts"],
+                                                                          "bias_init": "default"}}}).tasks["sts"]
+    torch.manual_seed(3)
+    drawn = registry.get("regression").head(spec, 16, None, feats)
+    torch.manual_seed(3)
+    assert torch.equal(drawn.out.bias, RegressionHead(16, target_mean=None).out.bias)
+    with pytest.raises(Exception, match="bias_init applies to regression"):
+        validate({**toy_config, "tasks": {"sent": {**toy_config["tasks"]["sent"], "bias_init": "default"}}})
+
+
 def test_weight_decay_on_every_parameter_or_not_biases_and_layernorm(toy_config):
     """TorchModel builds AdamW(self.model.parameters(), **optimizer_parameters): one group, torch's decay 0.01
     on every parameter; mtbert's default leaves biases and LayerNorm weights undecayed."""

@@ -94,6 +94,9 @@ class _TaskConfig(_Strict):
     # first sub-token only; prediction reads the first sub-token either way
     label_all_subtokens: bool = False
     output_activation: Literal["none", "relu"] = "none"  # regression: minBERT's similarity head ends in ReLU
+    # regression: the output bias starts at the mean training target (mtbert), or as torch's Linear draws it
+    # (default: DeepPavlov, the minBERT report)
+    bias_init: Literal["target_mean", "default"] = "target_mean"
     dataset: str | None = None  # display name in comparison tables
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     class_weights: list[float] | Literal["balanced"] | None = None

@@ -4,7 +4,7 @@ output shapes for predictions.
 `convert(raw, source)` returns the raw mtbert config (the dict a YAML config holds before validation;
 `mtbert.config.finish` validates it). Every key mtbert cannot honour is collected and raised in one
 `UserError`; nothing is dropped silently. Where DeepPavlov's behaviour is a trap (the model saved only
-after a validation, idle heads that still move, unseeded task sampling), mtbert does the right thing
+after a validation, unseeded task sampling), mtbert does the right thing
 and says so once in the log. docs/deeppavlov.md is the user's guide to all of it.
 """
 
@@ -61,6 +61,8 @@ DIFFERS = {
                                     "too (weight_decay_exempt: [])",
     "tasks.label_all_subtokens": "differs from DeepPavlov, which trains every sub-token of a word on its tag "
                                  "(label_all_subtokens: true)",
+    "tasks.bias_init": "differs from DeepPavlov, whose regression output bias starts as torch draws it "
+                       "(bias_init: default)",
 }
 # train.epochs -1 without max_batches: DeepPavlov trains until validation_patience stops it; mtbert stops there
 # too, or after this many epochs (a safety cap DeepPavlov does not have)
@@ -256,6 +258,8 @@ def _tasks(dp: dict, raw: dict, chain: Chain, f: Findings) -> dict:
             task["label_all_subtokens"] = False  # see DIFFERS: the first sub-token only
         elif task["type"] in ("classification", "regression", "multiple_choice"):
             task["pooling"] = "dp_pooler"  # BertForMultiTask's one new Linear + tanh on [CLS] for every task
+        if task["type"] == "regression":
+            task["bias_init"] = "target_mean"  # see DIFFERS: mtbert starts the output at the mean target
         tasks[name] = task
     return tasks
 
@@ -556,8 +560,9 @@ def _trap_notes(dp: dict, chain: Chain, out: dict, f: Findings) -> None:
     else:
         f.note("mtbert saves the model at every improvement on dev, evaluates dev after the last step too, and "
                "saves the final model when no evaluation beat the one before training")
-    f.note("idle heads: DeepPavlov steps AdamW over every parameter after each batch, so the heads of the other "
-           "tasks still move (weight decay, momentum); mtbert leaves them bit-identical")
+    f.note("idle heads: DeepPavlov's optimizer.zero_grad() leaves the other tasks' heads without a gradient "
+           "under torch >= 2 (set_to_none), so AdamW skips them, as mtbert does (under torch < 2 they moved "
+           "by momentum and weight decay)")
     f.note(f"task sampling: DeepPavlov draws each step's task from NumPy's unseeded global generator, so runs "
            f"differ; mtbert seeds it (seed {out['seed']})")
 

@@ -125,12 +125,13 @@ class ClassificationHead(Head):
 
 class RegressionHead(Head):
     def __init__(self, hidden_size, pooling="cls", dropout=0.1, pair_separate=False, relu=False,
-                 target_mean: float = 0.0, pair_combine="concat"):
+                 target_mean: float | None = 0.0, pair_combine="concat"):
         super().__init__(hidden_size, 1, pooling, dropout, pair_separate, pair_combine)
         self.relu = relu
         # start at the mean target: faster, and a ReLU output cannot start dead (all zeros, no gradient),
-        # the failure the minBERT report saw as a NaN Pearson
-        nn.init.constant_(self.out.bias, target_mean)
+        # the failure the minBERT report saw as a NaN Pearson. None: torch's own draw, as DeepPavlov has it
+        if target_mean is not None:
+            nn.init.constant_(self.out.bias, target_mean)
 
     def forward(self, hidden, pooler_output, mask, groups=1):
         x = self.pooled(hidden, pooler_output, mask, groups)

@@ -15,7 +15,7 @@ from mtbert.tasks.classification import raw_label, read_text_fields
 @registry.register("regression")
 class Regression(TaskType):
     columns = ("text", "label")
-    options = ("output_activation",)
+    options = ("output_activation", "bias_init")
     metrics = ("pearson", "spearman")
     default_metrics = ("pearson", "spearman")
     onnx_output = ("batch", "score")
@@ -43,8 +43,10 @@ class Regression(TaskType):
     def head(self, spec, hidden_size, labels, train_feats=None, name=""):
         from mtbert.modeling.heads import RegressionHead
 
-        # the head's bias starts at the mean training target (see RegressionHead)
-        mean = float(np.mean([f.label for f in train_feats])) if train_feats else 0.0
+        # the head's bias starts at the mean training target (see RegressionHead) unless bias_init: default
+        mean = None
+        if spec.bias_init == "target_mean":
+            mean = float(np.mean([f.label for f in train_feats])) if train_feats else 0.0
         return RegressionHead(hidden_size, spec.pooling, spec.dropout, spec.pair_encoding == "separate",
                               spec.output_activation == "relu", mean, spec.pair_combine)
 
