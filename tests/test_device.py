@@ -216,3 +216,19 @@ def test_ready_sdpa_mask_encodes_as_the_2d_mask_without_asking_the_host(family, 
     assert sum(count.values()) == 0, count
     real = mask.bool()
     torch.testing.assert_close(ready[real], plain[real], rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_overflow_is_the_grad_scalers_business_not_a_nonfinite_step(toy_config, tmp_path, monkeypatch):
+    """Under fp16 the grad scaler skips a step whose scaled gradients overflow and lowers its scale, as a
+    routine part of finding the scale: the step is booked as trained, and on_nonfinite_loss: stop stays quiet."""
+    from mtbert.training import trainer as tr
+
+    monkeypatch.setattr(tr, "resolve_precision", lambda precision, device: "fp16")
+    run = setup(_cfg(toy_config, max_steps=8, eval_every=100, on_nonfinite_loss="stop"), tmp_path / "run")
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)  # fp16 gradients overflow at this scale
+    before = _weights(run)
+    train_step(run)
+    settle(run)
+    assert run.state.nonfinite_steps == 0 and sum(run.state.steps_per_task.values()) == 1
+    assert run.scaler.get_scale() < 2.0**100
+    assert all(torch.equal(before[k], v) for k, v in _weights(run).items())

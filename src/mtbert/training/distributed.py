@@ -55,7 +55,9 @@ class Dist:
         return tensor
 
     def any(self, flag: bool) -> bool:
-        return bool(self.sum(torch.tensor([float(flag)])).item())
+        # NCCL (the backend on GPUs) reduces only tensors on the GPU
+        device = torch.cuda.current_device() if self.enabled and dist.get_backend() == "nccl" else "cpu"
+        return bool(self.sum(torch.tensor([float(flag)], device=device)).item())
 
     def gather(self, obj) -> list:
         """Every rank's `obj`, in rank order, on every rank."""
@@ -91,7 +93,8 @@ def reduce_rows(weight: torch.nn.Parameter, rows: torch.Tensor, ranks: Dist) -> 
     grad = weight.grad
     if grad is None:
         return
-    rows = rows.to(grad.device)
+    if grad.is_cuda:  # from pinned memory: a pageable copy would wait for the backward to finish
+        rows = rows.pin_memory().to(grad.device, non_blocking=True)
     part = ranks.sum(grad.index_select(0, rows))
     grad.index_copy_(0, rows, part.div_(ranks.world))
 

@@ -624,8 +624,8 @@ def _open_run_dir(run: Run, resume: bool) -> None:
 
 def train_step(run: Run) -> None:
     """One optimiser step: the schedule's task for this step, gradient_accumulation_steps batches of it,
-    backward, clipping and AdamW. Nothing in it reads a tensor on the host: a step whose loss or gradient
-    is not finite is skipped on the device (fused AdamW's found_inf: no update, no step count), and the
+    backward, clipping and AdamW. Nothing in it reads a tensor on the host: a step whose loss (or, when
+    clipping computes it, gradient norm) is not finite is skipped on the device (fused AdamW's found_inf: no update, no step count), and the
     loss bookkeeping, on_nonfinite_loss and the callbacks' on_step come at settle()."""
     t, state, plan = run.cfg.training, run.state, run.plan
     tick = time.time()
@@ -645,9 +645,13 @@ def train_step(run: Run) -> None:
     run.scaler.unscale_(run.optimizer)
     if t.clip_norm:
         norm = torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.grad is not None], t.clip_norm)
-        finite = finite & torch.isfinite(norm)
+        # fp16: an overflowing gradient is the grad scaler's business (it skips the step and lowers its
+        # scale, routinely), not a non-finite step to count or stop for
+        if not run.scaler.is_enabled():
+            finite = finite & torch.isfinite(norm)
     skipped = (~finite).float()
-    run.optimizer.found_inf = skipped  # fp16: the grad scaler sets its own, which a non-finite loss trips too
+    if not run.scaler.is_enabled():  # fp16: the scaler sets its own found_inf, which a NaN loss trips too
+        run.optimizer.found_inf = skipped
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
@@ -667,6 +671,7 @@ def settle(run: Run) -> None:
     if not run.pending:
         return
     t, state = run.cfg.training, run.state
+    tick = time.time()
     read = torch.stack([torch.stack([loss.float(), skipped]) for _, _, loss, skipped, _, _ in run.pending]).tolist()
     pending, run.pending = run.pending, []
     for (step, task, _, _, lr, speed), (loss, skipped) in zip(pending, read, strict=True):
@@ -688,6 +693,8 @@ def settle(run: Run) -> None:
                         loss, task, step, state.nonfinite_steps)
         run.callbacks.on_step(step, scalars)
     run.bar.set_postfix({k: f"{v:.3f}" for k, v in state.ema.items()}, refresh=False)
+    # on a GPU the read waits for the queued steps: that wait is training time the steps' clocks missed
+    state.train_seconds += time.time() - tick
 
 
 def _reduce_by_hand(run: Run, task: str, drawn: list[int]) -> None:
