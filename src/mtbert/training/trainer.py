@@ -625,8 +625,9 @@ def _open_run_dir(run: Run, resume: bool) -> None:
 def train_step(run: Run) -> None:
     """One optimiser step: the schedule's task for this step, gradient_accumulation_steps batches of it,
     backward, clipping and AdamW. Nothing in it reads a tensor on the host: a step whose loss (or, when
-    clipping computes it, gradient norm) is not finite is skipped on the device (fused AdamW's found_inf: no update, no step count), and the
-    loss bookkeeping, on_nonfinite_loss and the callbacks' on_step come at settle()."""
+    clipping computes it, gradient norm) is not finite is skipped on the device (fused AdamW's found_inf:
+    no update, no step count), and the loss bookkeeping, on_nonfinite_loss and the callbacks' on_step
+    come at settle()."""
     t, state, plan = run.cfg.training, run.state, run.plan
     tick = time.time()
     step = state.step
