@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,19 @@ def run(config: str, sets: list[str], run_dir: Path, nproc: int) -> float:
     return examples * cfg.training.gradient_accumulation_steps / state["train_seconds"]
 
 
+def no_dropout_backbone(config: str, out: Path) -> Path:
+    """A copy of the config's backbone folder whose config.json turns the encoder's dropout off."""
+    from mtbert.modeling.encoder import resolve_backbone
+
+    copy = out / "backbone-no-dropout"
+    if not copy.exists():
+        shutil.copytree(resolve_backbone(load_config(config).backbone), copy)
+        cfg = json.loads((copy / "config.json").read_text())
+        cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        (copy / "config.json").write_text(json.dumps(cfg))
+    return copy
+
+
 def drift(a: Path, b: Path) -> float:
     """|w_b - w_a| / |w_a| over every weight of the two runs' final checkpoints."""
     wa, wb = (load_file(checkpoints(r)[-1] / "model.safetensors") for r in (a, b))
@@ -76,8 +90,9 @@ def main() -> None:
                 "training.threads=1", "training.progress=false", *args.set]
         tasks = load_config(args.config, sets).tasks
         sets += [f"tasks.{task}.dev=null" for task in tasks]  # training only
-        # no dropout: N processes draw other masks than one, and the drift column is to show the rounding
-        sets += [f"tasks.{task}.dropout=0" for task in tasks]
+        # no dropout, in the heads or the encoder: N processes draw other masks than one, and the drift
+        # column is to show the rounding
+        sets += [f"tasks.{task}.dropout=0" for task in tasks] + [f"backbone={no_dropout_backbone(args.config, out)}"]
         contenders = [("one process", [], 1)] + [(label, extra, args.nproc) for label, extra in VARIANTS]
         rates: dict[str, list[float]] = {label: [] for label, _, _ in contenders}
         for r in range(args.repeats):
@@ -109,7 +124,7 @@ def main() -> None:
   excluded; no dev evaluation)
 
 Weight drift: |w - w_1| / |w_1| between the final weights of the last repeat's run and the one-process run,
-dropout off in all (bf16 autocast and sharding the batch alone already round differently).
+dropout off in all, heads and encoder (bf16 autocast and sharding the batch alone already round differently).
 
 | gradient accumulation | processes | what is all-reduced | examples/s (median) | vs one process | weight drift | runs |
 |---|---|---|---|---|---|---|
