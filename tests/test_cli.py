@@ -162,3 +162,11 @@ def test_example_configs_validate(monkeypatch):
     hub = load_config(ROOT / "configs/deeppavlov_example_hub.yaml")
     assert hub.tasks["copa"].hf_path == "super_glue" and hub.tasks["cola"].hf_path == "glue"
     assert hub.tasks["conll"].hf_path == "eriktks/conll2003" and hub.tasks["conll"].dev == "validation"
+
+
+def test_a_nul_byte_in_an_argument_is_one_line_not_a_traceback(capsys):
+    """A shell cannot pass one, but main(argv) from Python can (the fuzz test found `--output '\\x00'`
+    reaching os.path.samefile, which raises ValueError)."""
+    assert main(["convert", "dp.json", "--output", "\x00"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mtbert: error: argument '\\x00' contains a NUL byte; remove it"]

@@ -725,6 +725,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or a bad argument (its one line is printed): a code, as below
         return exit_.code if isinstance(exit_.code, int) else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` relaunches the same command
+    # a shell cannot pass a NUL byte, but main(argv) from Python can; no path or value may hold one
+    if nul := next((a for a in args.argv if "\x00" in a), None):
+        print(f"mtbert: error: argument {nul!r} contains a NUL byte; remove it", file=sys.stderr)
+        return 2
     _setup_logging(not args.quiet)
     try:
         return args.func(args)
