@@ -35,9 +35,8 @@ from mtbert.config import finish, load_raw
 from mtbert.training.trainer import train
 
 config = "configs/deeppavlov_example.yaml"
-steps, device = sys.argv[2:4] if len(sys.argv) > 2 else ("200", "cuda")
-cfg = finish(load_raw(config, [f"training.max_steps={steps}", f"training.eval_every={steps}",
-                               f"training.device={device}", "training.progress=false"]), config)
+cfg = finish(load_raw(config, ["training.max_steps=200", "training.eval_every=200", "training.device=cuda",
+                               "training.progress=false"]), config)
 summary = train(cfg, sys.argv[1] + "/run")
 print(f"gpu_smoke: {summary['steps']} steps of the five-task example in {summary['train_seconds']} s: "
       f"{summary['train_examples'] / summary['train_seconds']:.0f} training examples/s "

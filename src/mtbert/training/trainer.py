@@ -453,6 +453,8 @@ class Run:
     # may wait: on a GPU reading a loss waits for the queued work, so settle() reads them in one go
     pending: list = field(default_factory=list)
     settle_every: int = 1
+    # several processes: the word-embedding matrix DDP leaves out, whose touched rows train_step averages
+    word_rows: torch.nn.Parameter | None = None
 
     @property
     def main(self) -> bool:
@@ -544,9 +546,10 @@ def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | 
         model.encoder.compile(dynamic=True)
     plan = step_plan(cfg, data)
     optimizer = make_optimizer(model, cfg)
+    words = word_embeddings(model) if ranks.enabled and t.embedding_sync == "touched_rows" else None
     run = Run(cfg, run_dir, ranks, device, precision, partial(autocast, precision, device),
               torch.amp.GradScaler(device.type, enabled=precision == "fp16"), tokenizer, data, model,
-              _distributed(model, ranks, device, cfg.training), plan, optimizer,
+              _distributed(model, ranks, device, t, words[0] if words else None), plan, optimizer,
               LrSchedule(optimizer, plan.total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule),
               Plateau(t.patience, t.lr_drop_patience, t.lr_drop == "once_per_plateau", t.lr_drop_reload_best),
               Checkpointer(run_dir, cfg, ranks))
@@ -564,6 +567,7 @@ def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | 
     # the CPU runs each op as it is issued, so reading a loss there costs nothing and a 'stop' stops at its
     # step; a GPU's queue would drain at every read
     run.settle_every = 1 if device.type == "cpu" else SETTLE_EVERY_ON_GPU
+    run.word_rows = words[1] if words else None
     return run
 
 
@@ -574,16 +578,16 @@ def word_embeddings(model: MultiTaskModel) -> tuple[str, torch.nn.Parameter] | N
     return next(((n, p) for n, p in model.named_parameters() if p is weight), None)
 
 
-def _distributed(model: MultiTaskModel, ranks: Dist, device: torch.device, t: TrainingConfig) -> torch.nn.Module:
+def _distributed(model: MultiTaskModel, ranks: Dist, device: torch.device, t: TrainingConfig,
+                 word_rows: str | None) -> torch.nn.Module:
     """The model as it runs forward: itself on one process, its DDP wrapper under torchrun. DDP leaves out
-    the learned loss weights (used after the forward, outside its graph) and the word embeddings (only the
-    rows a batch touched are all-reduced): train_step reduces both by hand."""
+    the learned loss weights (used after the forward, outside its graph) and `word_rows`, the word
+    embeddings' name (only the rows a batch touched are all-reduced): train_step reduces both by hand."""
     if not ranks.enabled:
         return model
     by_hand = [f"balancer.{n}" for n, _ in getattr(model, "balancer", torch.nn.Module()).named_parameters()]
-    words = word_embeddings(model) if t.embedding_sync == "touched_rows" else None
-    if words is not None:
-        by_hand.append(words[0])
+    if word_rows is not None:
+        by_hand.append(word_rows)
     torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, by_hand)
     # a step trains one task, so the other heads are unused: DDP must look for them (and then leaves
     # their gradients None, so AdamW skips them as on one process)
@@ -704,10 +708,9 @@ def _reduce_by_hand(run: Run, task: str, drawn: list[int]) -> None:
     for p in getattr(run.model, "balancer", torch.nn.Module()).parameters():
         if p.grad is not None:
             p.grad = run.ranks.sum(p.grad) / run.ranks.world
-    words = word_embeddings(run.model) if run.cfg.training.embedding_sync == "touched_rows" else None
-    if words is not None:
+    if run.word_rows is not None:
         feats = run.data[task].train_feats
-        reduce_rows(words[1], touched_rows([feats[i].input_ids for i in drawn], run.pad_id), run.ranks)
+        reduce_rows(run.word_rows, touched_rows([feats[i].input_ids for i in drawn], run.pad_id), run.ranks)
 
 
 def _accumulate(run: Run, task: str, step: int) -> tuple[torch.Tensor, list[int]]:
