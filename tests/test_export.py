@@ -443,3 +443,23 @@ def test_every_encoder_family_exports_and_predicts(family, tmp_path):
         assert [len(r["ner"]["label"]) for r in got] == [4, 6], name
     assert [{t: r[t].get("label") for t in r} for r in engines["fp32"].predict_all(texts)] == \
            [{t: r[t].get("label") for t in r} for r in want]
+
+
+def test_cosine_pair_head_exports_and_answers_as_torch(tiny_bert, tmp_path):
+    """pair_combine: cosine (a regression score from two separately encoded texts) in the ONNX graph."""
+    from conftest import write_toy_files
+
+    from mtbert.inference.export import export_onnx
+    from mtbert.training.trainer import train
+
+    write_toy_files(tmp_path / "data")
+    sim = {"type": "regression", "train": "sts_train.tsv", "dev": "sts_dev.tsv", "pair_encoding": "separate",
+           "pair_combine": "cosine", "pooling": "mean", "columns": {"text": "s1", "text_pair": "s2", "label": "score"}}
+    train(validate({"backbone": tiny_bert, "data_dir": str(tmp_path / "data"), "max_length": 32, "tasks": {"sim": sim},
+                    "training": {"max_steps": 4, "batch_size": 4, "lr": 1e-3, "progress": False, "precision": "fp32"}}),
+          tmp_path / "run")
+    export_onnx(tmp_path / "run", tmp_path / "onnx")
+    torch_p, onnx_p = Predictor(tmp_path / "run", precision="fp32"), OnnxPredictor(tmp_path / "onnx")
+    inputs = dev_inputs(torch_p.cfg, "sim")
+    a, b = [[r["score"] for r in p.predict("sim", inputs)] for p in (torch_p, onnx_p)]
+    assert len(set(a)) > 1 and np.allclose(a, b, atol=1e-4)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from mtbert.config import validate
@@ -217,6 +218,26 @@ def test_modes_are_presets_on_freeze_encoder_and_lr():
     assert training(mode="finetune", lr=3e-5).lr == 3e-5  # an explicit key wins
     with pytest.raises(Exception, match="gradient_accumulation_steps"):
         training(schedule="minbert_round_robin", gradient_accumulation_steps=2)
+
+
+def test_cosine_pair_combine_scores_the_scaled_cosine(tiny_bert):
+    task = _task(type="regression", pair_encoding="separate", pair_combine="cosine", pooling="mean",
+                 columns={"text": 0, "text_pair": 1, "label": 2})
+    head = build_head(task, 32, None, train_feats=[Feature([], [], 1.0), Feature([], [], 5.0)])
+    assert (head.out.in_features, head.out.weight.item(), head.out.bias.item()) == (1, 5.0, 0.0)  # 5 x cosine
+    head.train()  # no dropout on the one number
+    hidden, mask = torch.randn(6, 5, 32), torch.ones(6, 5)
+    mask[1, 3:] = 0  # padding stays out of the mean
+    score = head(hidden, None, mask, groups=2)
+    u = torch.stack([hidden[0].mean(0), hidden[2].mean(0), hidden[4].mean(0)])
+    v = torch.stack([hidden[1, :3].mean(0), hidden[3].mean(0), hidden[5].mean(0)])
+    assert torch.allclose(score, 5.0 * F.cosine_similarity(u, v, dim=-1), atol=1e-5)
+    with pytest.raises(Exception, match="pair_combine 'cosine'.*regression.*separate"):
+        _task(type="regression", pair_encoding="cross", pair_combine="cosine",
+              columns={"text": 0, "text_pair": 1, "label": 2})
+    with pytest.raises(Exception, match="pair_combine 'cosine'"):
+        _task(type="classification", pair_encoding="separate", pair_combine="cosine",
+              columns={"text": 0, "text_pair": 1, "label": 2})
 
 
 def test_sbert_pair_combine_adds_interaction_features(tiny_bert):

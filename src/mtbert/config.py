@@ -88,7 +88,8 @@ class _TaskConfig(_Strict):
     # pair tasks: one sequence with [SEP] between (cross), or each text encoded alone, pooled and
     # concatenated (separate, minBERT's paraphrase and similarity heads)
     pair_encoding: Literal["cross", "separate"] = "cross"
-    pair_combine: Literal["concat", "sbert"] = "concat"  # separate pairs: [u; v], or [u; v; |u-v|; u*v]
+    # separate pairs: [u; v], [u; v; |u-v|; u*v], or (regression) the scaled cosine of u and v
+    pair_combine: Literal["concat", "sbert", "cosine"] = "concat"
     loss: Literal["cross_entropy", "bce"] = "cross_entropy"  # bce: two classes, one logit, sigmoid
     # sequence labeling: train on every sub-token of a word with the word's tag (DeepPavlov), not on its
     # first sub-token only; prediction reads the first sub-token either way
@@ -207,6 +208,9 @@ class _TaskConfig(_Strict):
                 )
         if self.pair_encoding == "separate" and c.text_pair is None:
             raise ValueError("pair_encoding 'separate' encodes text and text_pair apart; columns.text_pair is required")
+        if self.pair_combine == "cosine" and (self.type != "regression" or self.pair_encoding != "separate"):
+            raise ValueError("pair_combine 'cosine' scores a pair by the cosine of its two separately encoded texts: it "
+                             "needs type 'regression' and pair_encoding 'separate' (use concat or sbert otherwise)")
         task_type.check(self)
         if self.window_stride is not None and self.long_text == "truncate":
             raise ValueError("window_stride applies to long_text 'window', not 'truncate'; remove one of them")

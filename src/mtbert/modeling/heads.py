@@ -34,15 +34,20 @@ class Head(nn.Module):
         self.pooling = pooling
         self.pair_separate = pair_separate
         self.pair_combine = pair_combine
-        width = {"concat": 2, "sbert": 4}[pair_combine] if pair_separate else 1
+        width = {"concat": 2 * hidden_size, "sbert": 4 * hidden_size, "cosine": 1}[pair_combine] if pair_separate \
+            else hidden_size
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size * width, num_outputs)
+        self.out = nn.Linear(width, num_outputs)
 
     def pooled(self, hidden, pooler_output, mask, groups: int = 1):
         x = pool(self.pooling, hidden, pooler_output, mask)
         if self.pair_separate:
             pair = x.reshape(-1, 2, x.shape[-1])
             u, v = pair[:, 0], pair[:, 1]
+            if self.pair_combine == "cosine":
+                # Sentence-BERT's similarity score: the two vectors' cosine, which a regression head scales to
+                # the target range; no dropout on a single number
+                return F.cosine_similarity(u.float(), v.float(), dim=-1).unsqueeze(-1)
             # concat: minBERT's [u; v]. sbert: Sentence-BERT's [u; v; |u - v|; u * v], whose interaction
             # terms let a linear layer compare the two texts (with [u; v] alone the score is f(u) + g(v))
             x = torch.cat([u, v] if self.pair_combine == "concat" else [u, v, (u - v).abs(), u * v], dim=-1)
@@ -125,12 +130,18 @@ class ClassificationHead(Head):
 
 class RegressionHead(Head):
     def __init__(self, hidden_size, pooling="cls", dropout=0.1, pair_separate=False, relu=False,
-                 target_mean: float | None = 0.0, pair_combine="concat"):
+                 target_mean: float | None = 0.0, pair_combine="concat", target_max: float = 1.0):
         super().__init__(hidden_size, 1, pooling, dropout, pair_separate, pair_combine)
         self.relu = relu
+        if pair_separate and pair_combine == "cosine":
+            # score = target_max * cosine, Sentence-BERT's training target (label / max against the cosine)
+            # with the scale on the score instead: a scale learned from 1 at the encoder's lr would take
+            # hundreds of thousands of steps to reach a 0-5 range
+            nn.init.constant_(self.out.weight, target_max)
+            nn.init.zeros_(self.out.bias)
         # start at the mean target: faster, and a ReLU output cannot start dead (all zeros, no gradient),
         # the failure the minBERT report saw as a NaN Pearson. None: torch's own draw, as DeepPavlov has it
-        if target_mean is not None:
+        elif target_mean is not None:
             nn.init.constant_(self.out.bias, target_mean)
 
     def forward(self, hidden, pooler_output, mask, groups=1):
