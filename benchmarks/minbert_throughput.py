@@ -26,7 +26,7 @@ from mtbert.data.features import collate, length_grouped_batches  # noqa: E402
 from mtbert.data.schedule import TaskSchedule  # noqa: E402
 from mtbert.modeling.encoder import load_tokenizer  # noqa: E402
 from mtbert.modeling.precision import autocast, resolve_precision  # noqa: E402
-from mtbert.training.trainer import build_model, make_optimizer, prepare_data, seed_everything  # noqa: E402
+from mtbert.training.trainer import make_optimizer, model_for_training, prepare_data, seed_everything  # noqa: E402
 
 
 def fixed_batches(cfg, data, pad_id, steps):
@@ -49,7 +49,7 @@ def fixed_batches(cfg, data, pad_id, steps):
 def run(cfg, data, batches, impl, amp) -> float:
     cfg = cfg.model_copy(update={"backbone_impl": impl})
     seed_everything(0)
-    model = build_model(cfg, data)
+    model = model_for_training(cfg, data)
     model.train()
     opt = make_optimizer(model, cfg)
     for task, batch, _ in batches[:3]:  # warm-up: allocator, kernels

@@ -42,7 +42,7 @@ from mtbert.data.features import collate, length_grouped_batches  # noqa: E402
 from mtbert.data.schedule import TaskSchedule  # noqa: E402
 from mtbert.modeling.encoder import load_tokenizer, resolve_backbone  # noqa: E402
 from mtbert.modeling.precision import autocast, resolve_precision  # noqa: E402
-from mtbert.training.trainer import build_model, make_optimizer, prepare_data, seed_everything  # noqa: E402
+from mtbert.training.trainer import make_optimizer, model_for_training, prepare_data, seed_everything  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/deeppavlov_example.yaml"
@@ -84,12 +84,15 @@ def task_sequence(cfg, data, steps: int) -> list[tuple[str, list[int]]]:
     return seq
 
 
-def mtbert_train(cfg, tok, data, seq, compile: bool = False, warmup: int = 0, timings: dict | None = None) -> float:
+def mtbert_train(cfg, tok, data, seq, compile: bool = False, warmup: int = 0, timings: dict | None = None,
+                 prepare=None) -> float:
     """Examples/s over `seq` after `warmup` untimed steps (the steps a compiled encoder compiles in; their
-    time goes to timings["warmup_s"])."""
+    time goes to timings["warmup_s"]). `prepare(model)`, if given, changes the model before training."""
     seed_everything(0)
-    model = build_model(cfg, data)
+    model = model_for_training(cfg, data)
     model.train()
+    if prepare is not None:
+        prepare(model)
     if compile:
         model.encoder.compile(dynamic=True)  # as training.compile does
     opt = make_optimizer(model, cfg)
@@ -266,7 +269,7 @@ def make_run(tmp: Path, tasks: tuple[str, ...] = HEADS) -> Path:
     cfg = validate(raw)
     tok = load_tokenizer(cfg.backbone)
     data = prepare_data(cfg, tok)
-    model = build_model(cfg, data)
+    model = model_for_training(cfg, data)
     run = tmp / "-".join(tasks)
     run.mkdir(parents=True, exist_ok=True)
     write_config(run, cfg)
@@ -371,21 +374,25 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return best
 
 
-def bench_mfu(args) -> str:
-    cfg, tok, data = five_task_data(args.examples)
-    seq = task_sequence(cfg, data, args.steps)
-    model = build_model(cfg, data)
+def model_flops(model, data, seq) -> tuple[float, int]:
+    """Model FLOPs of the training steps `seq` (padding not counted) and the encoder's non-embedding
+    parameters: 6 per parameter per token for the weights, 12 * layers * hidden * length per token for
+    attention's scores and values."""
     c = model.encoder.config
     non_embedding = sum(p.numel() for n, p in model.encoder.named_parameters() if "embeddings" not in n)
     flops = 0.0
     for task, idx in seq:
         for i in idx:
             f = data[task].train_feats[i]
-            seqs = f.input_ids if isinstance(f.input_ids[0], list) else [f.input_ids]
-            for ids in seqs:
-                tokens = len(ids)
-                # 6 N per token for the weights, 12 * layers * hidden * length for attention scores/values
-                flops += tokens * (6 * non_embedding + 12 * c.num_hidden_layers * c.hidden_size * tokens)
+            for ids in f.input_ids if isinstance(f.input_ids[0], list) else [f.input_ids]:
+                flops += len(ids) * (6 * non_embedding + 12 * c.num_hidden_layers * c.hidden_size * len(ids))
+    return flops, non_embedding
+
+
+def bench_mfu(args) -> str:
+    cfg, tok, data = five_task_data(args.examples)
+    seq = task_sequence(cfg, data, args.steps)
+    flops, non_embedding = model_flops(model_for_training(cfg, data), data, seq)
     print("4. MFU", flush=True)
     rates = []
     for _ in range(args.repeats):
