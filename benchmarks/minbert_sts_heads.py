@@ -39,7 +39,7 @@ HEADS = {"report": {"pooling": "cls", "pair_combine": "concat", "output_activati
          "sbert": {"pooling": "mean", "pair_combine": "sbert", "output_activation": "relu"},
          "cosine": {"pooling": "mean", "pair_combine": "cosine", "output_activation": "none"}}
 
-PAIRS = {"concat": "[u; v], linear", "sbert": "[u; v; |u-v|; u*v], linear", "cosine": "5 x cos(u, v)"}
+PAIRS = {"concat": "[u; v], linear", "sbert": "[u; v; \\|u-v\\|; u*v], linear", "cosine": "5 x cos(u, v)"}
 
 
 def zero_shot(cfg, task: str) -> float:
