@@ -33,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, today, write_section  # noqa: E402
-from throughput import five_task_data, matmul_peak, model_flops, mtbert_train, task_sequence  # noqa: E402
+from throughput import five_task_data, matmul_peak, model_flops, mtbert_train, sequences, task_sequence  # noqa: E402
 
 from mtbert.modeling.model import sdpa_ready_mask  # noqa: E402
 from mtbert.training.trainer import model_for_training  # noqa: E402
@@ -59,7 +59,7 @@ def step_shapes(data, seq) -> list[tuple[int, int]]:
     """(sequences, padded length) of each step's encoder batch."""
     shapes = []
     for task, idx in seq:
-        seqs = [s for i in idx for s in (lambda ids: ids if isinstance(ids[0], list) else [ids])(data[task].train_feats[i].input_ids)]
+        seqs = [s for i in idx for s in sequences(data[task].train_feats[i])]
         shapes.append((len(seqs), max(len(s) for s in seqs)))
     return shapes
 
@@ -91,8 +91,7 @@ def main() -> None:
     model = model_for_training(cfg, data)
     flops, non_embedding = model_flops(model, data, seq)
     shapes = step_shapes(data, seq)
-    real = sum(len(ids) for task, idx in seq for i in idx for ids in
-               (lambda x: x if isinstance(x[0], list) else [x])(data[task].train_feats[i].input_ids))
+    real = sum(len(ids) for task, idx in seq for i in idx for ids in sequences(data[task].train_feats[i]))
     padded = sum(rows * length for rows, length in shapes)
     linear_flops = 6 * non_embedding * real
     mtbert_train(cfg, tok, data, seq[:5])  # warm-up: first-call allocations and oneDNN kernels

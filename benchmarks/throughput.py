@@ -374,6 +374,11 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return best
 
 
+def sequences(feature) -> list[list[int]]:
+    """The token ids an example puts through the encoder: one sequence, or one per choice or pair member."""
+    return feature.input_ids if isinstance(feature.input_ids[0], list) else [feature.input_ids]
+
+
 def model_flops(model, data, seq) -> tuple[float, int]:
     """Model FLOPs of the training steps `seq` (padding not counted) and the encoder's non-embedding
     parameters: 6 per parameter per token for the weights, 12 * layers * hidden * length per token for
@@ -383,8 +388,7 @@ def model_flops(model, data, seq) -> tuple[float, int]:
     flops = 0.0
     for task, idx in seq:
         for i in idx:
-            f = data[task].train_feats[i]
-            for ids in f.input_ids if isinstance(f.input_ids[0], list) else [f.input_ids]:
+            for ids in sequences(data[task].train_feats[i]):
                 flops += len(ids) * (6 * non_embedding + 12 * c.num_hidden_layers * c.hidden_size * len(ids))
     return flops, non_embedding
 
