@@ -208,10 +208,12 @@ class _TaskConfig(_Strict):
                 )
         if self.pair_encoding == "separate" and c.text_pair is None:
             raise ValueError("pair_encoding 'separate' encodes text and text_pair apart; columns.text_pair is required")
-        if self.pair_combine == "cosine" and (self.type != "regression" or self.pair_encoding != "separate"):
-            raise ValueError("pair_combine 'cosine' scores a pair by the cosine of its two separately encoded texts: it "
-                             "needs type 'regression' and pair_encoding 'separate' (use concat or sbert otherwise)")
         task_type.check(self)
+        if self.pair_combine not in task_type.pair_combines or (self.pair_combine == "cosine" and self.pair_encoding != "separate"):
+            kinds = " or ".join(f"'{t.name}'" for t in registry.all() if self.pair_combine in t.pair_combines)
+            raise ValueError(f"pair_combine '{self.pair_combine}' scores a pair by the cosine of its two separately "
+                             f"encoded texts: it needs type {kinds} and pair_encoding 'separate' (use concat or sbert "
+                             "otherwise)")
         if self.window_stride is not None and self.long_text == "truncate":
             raise ValueError("window_stride applies to long_text 'window', not 'truncate'; remove one of them")
         if self.format == "hf" and not self.hf_path:

@@ -63,6 +63,7 @@ class TaskType:
     inputs: ClassVar[str] = "text, and text_pair for pair tasks"  # what one request input needs, in words
     onnx_output: ClassVar[tuple[str, str]]  # manifest.json: (shape, what the values are)
     formats: ClassVar[tuple[str, ...]] = ("tsv", "csv", "jsonl", "hf")  # data formats its rows come in
+    pair_combines: ClassVar[tuple[str, ...]] = ("concat", "sbert")  # how its head joins separately encoded texts
     reads_words: ClassVar[bool] = False  # its input is pre-split words (predict_all encodes every text so)
     choice_groups: ClassVar[bool] = False  # an input is a group of sequences, one per choice
     premise_check: ClassVar[bool] = False  # `mtbert evaluate --premise-check` applies (evaluation/premise.py)

@@ -15,6 +15,7 @@ from mtbert.tasks.classification import raw_label, read_text_fields
 @registry.register("regression")
 class Regression(TaskType):
     columns = ("text", "label")
+    pair_combines = ("concat", "sbert", "cosine")  # cosine: a score, so regression only
     options = ("output_activation", "bias_init")
     metrics = ("pearson", "spearman")
     default_metrics = ("pearson", "spearman")
