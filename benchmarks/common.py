@@ -50,6 +50,20 @@ def write_section(name: str, body: str) -> None:
     RESULTS.write_text(text, encoding="utf-8")
 
 
+def train_once(raw: dict, config_path: str, run: Path) -> Path:
+    """Train `raw` into `run` unless a finished run is there (a call with the same --run-dir reuses it);
+    a half-trained run is refused rather than overwritten."""
+    from mtbert.config import finish
+    from mtbert.rundir import holds_run
+    from mtbert.training.trainer import train
+
+    if not (run / "model").exists():
+        if holds_run(run):
+            raise SystemExit(f"{run}: an unfinished run; remove it or give another --run-dir")
+        train(finish(raw, config_path), run)
+    return run
+
+
 # ------------------------------------------------------------------ tools run as subprocesses (issue 18)
 # A benchmark runs mtbert from the environment it was started in: the interpreter running it, whose
 # `mtbert` is the one on PATH in an activated venv (and `-m` needs no console script at all).

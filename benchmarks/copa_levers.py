@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, today, write_section  # noqa: E402
+from common import machine, today, train_once, write_section  # noqa: E402
 
-from mtbert.config import finish, load_raw  # noqa: E402
+from mtbert.config import load_raw  # noqa: E402
 from mtbert.evaluation.evaluate import premise_checks  # noqa: E402
 from mtbert.inference.predictor import Predictor  # noqa: E402
-from mtbert.rundir import holds_run  # noqa: E402
-from mtbert.training.trainer import train  # noqa: E402
 
 QUESTIONS = {"cause": "What was the cause of this?", "effect": "What happened as a result?"}
 LEVERS = {"none": {}, "questions": {"questions": QUESTIONS}, "rotate": {"rotate_choices": True},
@@ -51,10 +49,7 @@ def main() -> None:
             raw["seed"] = seed
             raw.setdefault("training", {}).update(threads=1, progress=False)
             run = Path(args.run_dir) / f"{lever}-{seed}"
-            if not (run / "model").exists():
-                if holds_run(run):
-                    raise SystemExit(f"{run}: an unfinished run; remove it or give another --run-dir")
-                train(finish(raw, args.config), run)
+            train_once(raw, args.config, run)
             real, shuffled = premise_checks(Predictor(run), "dev", [args.task], {})[args.task]
             rows.setdefault(lever, []).append((seed, real, shuffled))
     lines = ["| levers | seed | dev accuracy | premises shuffled | gap |", "|---|---|---|---|---|"]

@@ -55,12 +55,12 @@ def no_dropout(model) -> None:
 CONTENDERS = {"today": None, "ready mask": ready_mask, "no dropout (bound)": no_dropout}
 
 
-def step_shapes(data, seq) -> list[tuple[int, int]]:
-    """(sequences, padded length) of each step's encoder batch."""
+def step_shapes(data, seq) -> list[tuple[int, int, int]]:
+    """(sequences, padded length, real tokens) of each step's encoder batch."""
     shapes = []
     for task, idx in seq:
         seqs = [s for i in idx for s in sequences(data[task].train_feats[i])]
-        shapes.append((len(seqs), max(len(s) for s in seqs)))
+        shapes.append((len(seqs), max(len(s) for s in seqs), sum(len(s) for s in seqs)))
     return shapes
 
 
@@ -70,7 +70,7 @@ def matmuls_alone(config, shapes) -> float:
     weights = [torch.randn(o, i, dtype=torch.bfloat16, requires_grad=True) for o, i in
                [(h, h)] * 4 + [(inner, h), (h, inner)]]  # query, key, value, output; FFN up, down
     start = time.perf_counter()
-    for rows, length in shapes:
+    for rows, length, _ in shapes:
         x = torch.randn(rows * length, h, dtype=torch.bfloat16, requires_grad=True)
         for _ in range(layers):
             outs = [torch.nn.functional.linear(x, w) for w in weights[:4]]
@@ -91,8 +91,8 @@ def main() -> None:
     model = model_for_training(cfg, data)
     flops, non_embedding = model_flops(model, data, seq)
     shapes = step_shapes(data, seq)
-    real = sum(len(ids) for task, idx in seq for i in idx for ids in sequences(data[task].train_feats[i]))
-    padded = sum(rows * length for rows, length in shapes)
+    real = sum(tokens for _, _, tokens in shapes)
+    padded = sum(rows * length for rows, length, _ in shapes)
     linear_flops = 6 * non_embedding * real
     mtbert_train(cfg, tok, data, seq[:5])  # warm-up: first-call allocations and oneDNN kernels
     rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}

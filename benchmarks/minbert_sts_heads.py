@@ -24,15 +24,13 @@ import torch
 from scipy.stats import pearsonr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, today, write_section  # noqa: E402
+from common import machine, today, train_once, write_section  # noqa: E402
 
 import mtbert  # noqa: E402
 from mtbert.config import finish, load_raw  # noqa: E402
 from mtbert.data.readers import read_split  # noqa: E402
 from mtbert.modeling.encoder import load_tokenizer, resolve_backbone  # noqa: E402
 from mtbert.modeling.heads import pool  # noqa: E402
-from mtbert.rundir import holds_run  # noqa: E402
-from mtbert.training.trainer import train  # noqa: E402
 
 HEADS = {"report": {"pooling": "cls", "pair_combine": "concat", "output_activation": "relu"},
          "mean": {"pooling": "mean", "pair_combine": "concat", "output_activation": "relu"},
@@ -79,10 +77,7 @@ def main() -> None:
             raw["seed"] = seed
             raw.setdefault("training", {}).update(threads=1, progress=False, epochs=args.epochs)
             run = Path(args.run_dir) / f"{head}-{seed}"
-            if not (run / "model").exists():
-                if holds_run(run):
-                    raise SystemExit(f"{run}: an unfinished run; remove it or give another --run-dir")
-                train(finish(raw, args.config), run)
+            train_once(raw, args.config, run)
             rows.setdefault(head, []).append((seed, mtbert.evaluate(run)[args.task]["pearson"]))
     cfg = finish(copy.deepcopy(base), args.config)
     untrained = zero_shot(cfg, args.task)
