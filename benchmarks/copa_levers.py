@@ -45,7 +45,7 @@ def main() -> None:
         for seed in [int(s) for s in args.seeds.split(",")]:
             raw = copy.deepcopy(base)
             task = {k: v for k, v in raw["tasks"][args.task].items() if k not in ("questions", "rotate_choices")}
-            raw["tasks"] = {"task_defaults": raw["tasks"].get("task_defaults", {}), args.task: {**task, **keys}}
+            raw["tasks"] = {args.task: {**task, **keys}}  # load_raw applied task_defaults already
             raw["seed"] = seed
             raw.setdefault("training", {}).update(threads=1, progress=False)
             run = Path(args.run_dir) / f"{lever}-{seed}"
