@@ -138,3 +138,20 @@ def test_long_method_lengthens_only_the_multi_task_run(tmp_path):
     assert steps["seed-1/multi-long"].raw["training"] == {"max_steps": 152}
     default = plan({"tasks": {"a": {}}}, [1], ["long"], [None], tmp_path)[-1]
     assert default.raw["training"] == {"epochs": 4.5}  # the default 3 epochs, lengthened
+
+
+def test_parallel_compare_starts_the_longest_chain_first(tmp_path):
+    """With --jobs, the multi-task runs start before the single-task ones, except that a single-task run
+    some multi-task run waits for as teacher (distill) comes before everything that nobody waits for."""
+    from mtbert.training.compare import critical_path_order, plan
+
+    raw = {"tasks": {"a": {}, "b": {}, "c": {}}, "training": {"epochs": 2}}
+    order = [j.name for j in critical_path_order(plan(raw, [1], ["plain", "temperature+long"], [None], tmp_path))]
+    assert order == ["seed-1/multi-temperature+long", "seed-1/multi-plain",
+                     "seed-1/single-a", "seed-1/single-b", "seed-1/single-c"]
+    order = [j.name for j in critical_path_order(plan(raw, [1], ["plain", "distill"], [None], tmp_path))]
+    assert order[:3] == ["seed-1/single-a", "seed-1/single-b", "seed-1/single-c"]  # the teachers
+    assert order[3:] == ["seed-1/multi-plain", "seed-1/multi-distill"]
+    steps = {"tasks": {"a": {}, "b": {}}, "training": {"max_steps": 100}}  # a multi-task run takes as many steps
+    assert [j.name for j in critical_path_order(plan(steps, [1], ["long", "plain"], [None], tmp_path))][0] == \
+        "seed-1/multi-long"

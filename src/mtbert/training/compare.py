@@ -251,10 +251,31 @@ def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], method
     return report
 
 
+def _work(job: Job) -> float:
+    """A run's length relative to the comparison's other runs, which share its data, batch size and lr:
+    with max_steps, its steps; with epochs, one pass over every task it trains on per epoch."""
+    training = job.raw.get("training", {})
+    if training.get("max_steps"):
+        return training["max_steps"]
+    return len(job.raw["tasks"]) * training.get("epochs", TrainingConfig.model_fields["epochs"].default)
+
+
+def critical_path_order(jobs: list[Job]) -> list[Job]:
+    """Longest chain of work first: a run's own length plus the longest run waiting for it as teacher.
+    With two workers, starting the multi-task runs before the short single-task ones ends a comparison
+    when the longest run does, not a multi-task run's length after the last single-task one."""
+    waiting_on = {}
+    for job in jobs:
+        for name in job.needs:
+            waiting_on[name] = max(waiting_on.get(name, 0.0), _work(job))
+    return sorted(jobs, key=lambda j: -(_work(j) + waiting_on.get(j.name, 0.0)))  # stable: ties keep plan order
+
+
 def _run_parallel(pending: list[Job], results: dict, config_path: str, jobs: int) -> None:
     """Up to `jobs` trainings at once, one thread each, each in its own process (spawned, so every run
-    starts from a clean interpreter); a run starts once the runs it needs have finished."""
-    waiting = list(pending)
+    starts from a clean interpreter); a run starts once the runs it needs have finished, the longest
+    chain first."""
+    waiting = critical_path_order(pending)
     running = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         while waiting or running:
