@@ -305,6 +305,14 @@ def malicious_optimizer_setup(env: Env) -> list[str]:
     return ["train", str(run / "config.yaml"), "--resume", str(run)]
 
 
+def damaged_metrics_setup(env: Env) -> list[str]:
+    """metrics.jsonl with a line in the middle that is no evaluation (a hand edit; a torn last line is dropped)."""
+    run = env.copy_run()
+    path = run / "metrics.jsonl"
+    path.write_text('{"step": 0, "trunc\n' + path.read_text(), encoding="utf-8")
+    return ["train", str(run / "config.yaml"), "--resume", str(run)]
+
+
 def payload_never_ran(env: Env) -> None:
     assert not (env.tmp / "pwned").exists(), "the pickle was unpickled"
 
@@ -959,6 +967,10 @@ CASES = [
     Case("cli-input-lone-surrogate", "cli", "`--input` text with a lone `\\ud800` escape",
          "mtbert predict RUN --task sent --input in.jsonl", input_file('{"text": "x\\ud800"}\n'),
          ERR + "<tmp>/in.jsonl line 1: not valid Unicode (a lone surrogate, U+D800, at character 1)", 2),
+    Case("cli-input-invisible-text", "cli", "`--input` text of only zero-width characters, which training refuses too",
+         "mtbert predict RUN --task sent --input in.jsonl", input_file('{"text": "fine"}\n{"text": "\\u200b"}\n'),
+         ERR + "<tmp>/in.jsonl line 2: text '\\u200b' has no visible character (only control, zero-width or space "
+         "characters); the tokenizer would see an empty text", 2),
     Case("cli-train-over-a-run", "cli", "training into a run dir that holds a run", "mtbert train config.yaml",
          over_a_run,
          ERR + "<run>: already holds a run; pass --overwrite to replace it, or --run-dir DIR to train into another "
@@ -977,6 +989,10 @@ CASES = [
          lambda env: ["serve", str(env.trained_run()), "--read-timeout", "0"],
          ERR + "--read-timeout 0: give a number of seconds above 0", 2),
     # ------------------------------------------------ evaluate and predict: the run's precision, its tokenizer
+    Case("eval-corrupt-tokenizer", "eval", "run dir whose `model/encoder/tokenizer.json` is not JSON",
+         "mtbert predict RUN --task sent --input in.jsonl", damaged(writing("encoder/tokenizer.json", "[\n")),
+         ERR + "<run>/model/encoder: cannot read the tokenizer (JSONDecodeError: …); restore it from a copy of the "
+         "run, or train the run again", 2),
     Case("eval-missing-tokenizer", "eval", "run dir whose `model/encoder` lost its tokenizer files",
          "mtbert predict RUN --task sent --input in.jsonl", missing_tokenizer_setup,
          ERR + "<run>/model/encoder: no tokenizer vocabulary (tokenizer.json or vocab.txt is missing), so every "
@@ -1018,6 +1034,10 @@ CASES = [
          train_read_only,
          ERR + "--run-dir <tmp>/ro/run: cannot write in <tmp>/ro (…); make it writable, or train into another "
          "folder with --run-dir DIR", 2),
+    Case("run-metrics-damaged", "run", "resuming a run whose `metrics.jsonl` has a line that is no evaluation",
+         "mtbert train RUN/config.yaml --resume RUN", damaged_metrics_setup,
+         ERR + "<run>/metrics.jsonl:1: not an evaluation (a JSON object with its step); delete that line, or restore "
+         "it from a copy of the run, or train the run again", 2),
     Case("run-read-only-resume", "run", "resuming a read-only run dir", "mtbert train RUN/config.yaml --resume RUN",
          resume_read_only, ERR + "--resume <run>: cannot write in <run> (…); make it writable to resume", 2),
     Case("run-read-only-export", "run", "exporting a read-only run dir", "mtbert export RUN", export_read_only,
@@ -1152,6 +1172,11 @@ CASES = [
          predict_into(lambda env, run: run / "model" / "out.jsonl", "--task", "sent", copy=True),
          ERR + "--output <run>/model/out.jsonl: is inside the model <run>/model; mtbert never writes over its inputs: "
          "give another --output", 2),
+    Case("files-predict-output-run-metrics", "files", "`--output` that is the run's own `metrics.jsonl`",
+         "mtbert predict RUN --task sent --output RUN/metrics.jsonl",
+         predict_into(lambda env, run: run / "metrics.jsonl", "--task", "sent", copy=True),
+         ERR + "--output <run>/metrics.jsonl: is the run's own metrics.jsonl, which training rewrites or removes; "
+         "mtbert never writes over its inputs: give another --output", 2),
     Case("files-predict-split-over-data", "files", "`predict --split --output DIR` where a prediction file would "
          "replace one of the config's data files", "mtbert predict RUN --split dev --output DIR", split_over_data_setup,
          ERR + "--output <data>/sent-dev-predictions.jsonl: is tasks.sent.dev; mtbert never writes over its inputs: "

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+import pytest
 import yaml
 
 from mtbert.cli import main
+from mtbert.errors import UserError
 
 
 def _config(toy_config, toy_data, write_config, **training):
@@ -155,3 +158,73 @@ def test_parallel_compare_starts_the_longest_chain_first(tmp_path):
     steps = {"tasks": {"a": {}, "b": {}}, "training": {"max_steps": 100}}  # a multi-task run takes as many steps
     assert [j.name for j in critical_path_order(plan(steps, [1], ["long", "plain"], [None], tmp_path))][0] == \
         "seed-1/multi-long"
+
+
+def test_a_damaged_run_marker_is_trained_again_not_a_traceback(tmp_path):
+    """compare-run.json that is valid JSON of the wrong shape (a list, scores as text, a task or the primary
+    metric missing) counts as unfinished, as a half-written one does: the run resumes and is scored again."""
+    from mtbert.training.compare import MARKER, _read_marker, plan
+
+    job = plan({"tasks": {"a": {}, "b": {}}}, [1], ["plain"], [None], tmp_path)[-1]
+    good = {"identity": job.identity, "name": job.name, "scheme": "multi-task", "method": "plain", "seed": 1,
+            "mode": None, "scores": {"a": {"accuracy": 0.5}, "b": {"pearson": 0.25}},
+            "primary": {"a": "accuracy", "b": "pearson"}, "precision": "fp32", "train_minutes": 1, "parameters": 10}
+    job.run_dir.mkdir(parents=True)
+    marker = job.run_dir / MARKER
+    marker.write_text(json.dumps(good))
+    assert _read_marker(job) == good
+    for damaged in ([], {**good, "scores": "x"}, {**good, "scores": {"a": {"accuracy": "high"}, "b": {"pearson": 0.2}}},
+                    {k: v for k, v in good.items() if k != "primary"}, {**good, "scores": {"a": {"accuracy": 0.5}}},
+                    {**good, "primary": {"a": "f1", "b": "pearson"}}, {**good, "train_minutes": "long"}):
+        marker.write_text(json.dumps(damaged))
+        assert _read_marker(job) is None, damaged
+    marker.write_text(json.dumps({**good, "identity": "another"}))
+    with pytest.raises(UserError, match="trained from another config"):
+        _read_marker(job)
+
+
+def test_compare_methods_and_seeds_are_refused_when_repeated_or_empty():
+    from mtbert.training.compare import parse_methods, parse_seeds
+
+    assert parse_methods("long+temperature, distill+temperature") == ["temperature+long", "temperature+distill"]
+    for bad, says in (("plain,plain", "named twice"), ("temperature+long,long+temperature", "named twice"),
+                      ("long+long", "names a method twice"), ("plain+temperature", "joins with nothing"),
+                      ("", "at least one"), ("temprature", "unknown method 'temprature'")):
+        with pytest.raises(UserError, match=says):
+            parse_methods(bad)
+    for bad in ("", " ", "1,1", "x"):
+        with pytest.raises(UserError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_an_interrupted_run_crosses_from_a_worker_process_intact():
+    """compare --jobs gets TrainingInterrupted back from its worker by pickle: it must survive the trip."""
+    import pickle
+
+    from mtbert.training.trainer import TrainingInterrupted
+
+    back = pickle.loads(pickle.dumps(TrainingInterrupted(7, Path("run"), 15, False)))
+    assert (back.step, back.run_dir, back.signum, back.is_main, str(back)) == (7, Path("run"), 15, False,
+                                                                              "interrupted at step 7")
+
+
+def test_an_interrupted_compare_says_how_to_continue(toy_config, toy_data, write_config, tmp_path, capsys, monkeypatch):
+    """Ctrl-C or SIGTERM during compare (in a worker or the parent), or a worker killed outright: one line
+    that says the finished runs are kept and gives the command that continues, never a traceback."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    import mtbert.training.compare as compare_module
+    from mtbert.training.trainer import TrainingInterrupted
+
+    path = _config(toy_config, toy_data, write_config, max_steps=4)
+    argv = ["compare", str(path), "--jobs", "2", "--run-dir", str(tmp_path / "cmp"), "--overwrite"]
+    for raised, code in ((TrainingInterrupted(3, tmp_path, 15), 143), (KeyboardInterrupt(), 130),
+                         (BrokenProcessPool("gone"), 2)):
+        def stopped(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(compare_module, "compare", stopped)
+        assert main(argv) == code
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "finished runs are kept" in err, err
+        assert err.endswith(f"continue with mtbert compare {path} --jobs 2 --run-dir {tmp_path / 'cmp'}")

@@ -232,12 +232,17 @@ def test_cosine_pair_combine_scores_the_scaled_cosine(tiny_bert):
     u = torch.stack([hidden[0].mean(0), hidden[2].mean(0), hidden[4].mean(0)])
     v = torch.stack([hidden[1, :3].mean(0), hidden[3].mean(0), hidden[5].mean(0)])
     assert torch.allclose(score, 5.0 * F.cosine_similarity(u, v, dim=-1), atol=1e-5)
-    with pytest.raises(Exception, match="pair_combine 'cosine'.*regression.*separate"):
+    with pytest.raises(Exception, match="pair_combine 'cosine'.*needs pair_encoding 'separate'"):
         _task(type="regression", pair_encoding="cross", pair_combine="cosine",
               columns={"text": 0, "text_pair": 1, "label": 2})
-    with pytest.raises(Exception, match="pair_combine 'cosine'"):
+    with pytest.raises(Exception, match="pair_combine 'cosine' applies to type 'regression' tasks, not classification"):
         _task(type="classification", pair_encoding="separate", pair_combine="cosine",
               columns={"text": 0, "text_pair": 1, "label": 2})
+    # a join where nothing is joined (one cross-encoded sequence, or no pair at all) is refused, not ignored
+    with pytest.raises(Exception, match="pair_combine 'sbert'.*needs pair_encoding 'separate'"):
+        _task(type="classification", pair_combine="sbert", columns={"text": 0, "text_pair": 1, "label": 2})
+    with pytest.raises(Exception, match="pair_combine 'sbert'.*needs pair_encoding 'separate'"):
+        _task(type="sequence_labeling", pair_combine="sbert", columns={"tokens": 0, "tags": 1})
 
 
 def test_sbert_pair_combine_adds_interaction_features(tiny_bert):

@@ -3,6 +3,8 @@ accuracy while one that reads it falls."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mtbert.data.readers import Example
 from mtbert.evaluation.premise import premise_check, shuffled_premises
 
@@ -31,6 +33,14 @@ def test_a_model_that_reads_only_the_choices_keeps_its_accuracy_and_one_that_rea
     assert real == 1.0 and 0.3 < shuffled < 0.7
 
 
+def test_with_fewer_than_two_different_premises_there_is_no_check_to_report():
+    """One item, or items sharing one premise: a swap changes nothing, so no shuffled accuracy is made up."""
+    first = lambda exs: [0 for _ in exs]  # noqa: E731
+    assert premise_check(first, _items(1)) == (1.0, None)
+    same = [Example(text="one premise", question="cause", choices=["a", "b"], label=i % 2) for i in range(4)]
+    assert premise_check(first, same) == (0.5, None)
+
+
 def test_evaluate_prints_the_premise_check_beside_the_real_accuracy(toy_config, tmp_path, capsys):
     import re
 
@@ -48,3 +58,9 @@ def test_evaluate_prints_the_premise_check_beside_the_real_accuracy(toy_config, 
     assert table and line, out
     assert float(line.group(1)) == float(table.group(1))  # the check's real accuracy is the table's
     assert "sent:" not in out  # only multiple-choice tasks have premises
+    # one item: the accuracy, and why there is no check, instead of a number for a swap that never happened
+    one = tmp_path / "mc1.jsonl"
+    one.write_text((Path(toy_config["data_dir"]) / toy_config["tasks"]["mc"]["dev"]).read_text().splitlines()[0] + "\n")
+    assert main(["evaluate", str(tmp_path / "run"), "--task", "mc", "--data", f"mc={one}"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^mc: accuracy [0-9.]+; no premise check: .* fewer than two different premises", out, re.M), out

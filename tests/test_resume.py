@@ -262,3 +262,22 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_resumed(toy_config, tmp_path
         shutil.rmtree(late)
     train(cfg, tmp_path / "b", resume=True)
     _same(tmp_path / "a", tmp_path / "b")
+
+
+def test_metrics_lines_cut_short_by_a_kill_are_left_out_and_other_damage_is_named(tmp_path, caplog):
+    """metrics.jsonl is appended line by line: a kill mid-append leaves a torn last line, which resume
+    drops (its evaluation runs again); a bad line anywhere else is a damaged file, named with its line."""
+    from mtbert.errors import UserError
+    from mtbert.rundir import best_dev_record, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 2, "target": 0.5}\n{"step": 4, "target": 0.7}\n{"step": 6, "tar')
+    assert [r["step"] for r in read_metrics(tmp_path)] == [2, 4]
+    assert "metrics.jsonl:3: an evaluation line cut short" in caplog.text
+    assert best_dev_record(tmp_path) == {"step": 4, "target": 0.7}
+    for bad in ('[1]\n{"step": 4}\n', '{"target": 1}\n{"step": 4}\n', '{"step": "2"}\n{"step": 4}\n'):
+        path.write_text(bad)
+        with pytest.raises(UserError, match=r"metrics.jsonl:1: not an evaluation .* delete that line"):
+            read_metrics(tmp_path)
+        assert best_dev_record(tmp_path) is None  # reading a model's provenance never fails on it
+    assert read_metrics(tmp_path / "nothing") == []

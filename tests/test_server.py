@@ -436,3 +436,22 @@ def test_serve_command_errors(served_run, tmp_path, capsys):  # noqa: F811
     assert "no such run directory" in capsys.readouterr().err
     assert main(["serve", str(served_run), "--engine", "onnx"]) == 2
     assert "holds no ONNX model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("task", "item", "says", "http_says"), [
+    ("mc", {"text": "a", "choices": ["x"]}, "1 choice; a multiple-choice input needs at least 2", None),
+    ("mc", {"text": "a", "choices": ["x", ""]}, "empty choices[1]", None),
+    # over HTTP the request schema refuses a number first, naming where it is
+    ("mc", {"text": "a", "choices": ["x", 3]}, "choices[1] is a JSON number, not a string",
+     "inputs.1.choices.1: Input should be a valid string"),
+    ("sent", {"text": "\u200b"}, "text '\\u200b' has no visible character", None),
+])
+def test_inputs_training_refuses_are_refused_at_inference_too(client, predictor, task, item, says, http_says):
+    """What training calls a bad row (one choice, an empty or non-text choice, a text of zero-width
+    characters) gets a 422 over HTTP and an InputError from Python, naming the input, not an answer."""
+    from mtbert.errors import InputError
+
+    r = client.post("/predict", json={"task": task, "inputs": [INPUTS[task][0], item]})
+    assert r.status_code == 422 and (http_says or f"input 2: {says}") in r.json()["detail"], r.text
+    with pytest.raises(InputError, match=re.escape(says)):
+        predictor.predict(task, [item])

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def cmd_compare(args) -> int:
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if not modes or any(m not in ("pretrain", "finetune") for m in modes):
             raise UserError(f"--modes {args.modes!r}: use pretrain, finetune or both, comma-separated")
-    seeds = parse_seeds(args.seeds) if args.seeds else [finish(raw, args.config).seed]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [finish(raw, args.config).seed]
     methods = parse_methods(args.methods)
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give 1 or more (trainings at once, one thread each)")
@@ -211,7 +212,20 @@ def cmd_compare(args) -> int:
         from mtbert.training.checkpoint import fresh_run_dir
 
         fresh_run_dir(run_dir, True, Path(args.config))
-    compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs, args.rescore)
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mtbert.training.trainer import TrainingInterrupted
+
+    again = "finished runs are kept and interrupted ones resume from their checkpoint: continue with " \
+        f"mtbert {shlex.join(a for a in args.argv if a != '--overwrite')}"
+    try:
+        compare(raw, args.config, run_dir, seeds, methods, modes, args.jobs, args.rescore)
+    except (TrainingInterrupted, KeyboardInterrupt) as stop:
+        print(f"mtbert: compare interrupted; {again}", file=sys.stderr)
+        return 128 + stop.signum if isinstance(stop, TrainingInterrupted) else 130
+    except BrokenProcessPool:
+        raise UserError(f"a training process of the comparison ended abruptly (killed, or out of memory); {again}") \
+            from None
     print((run_dir / "compare.md").read_text(encoding="utf-8"))
     print(f"run dir: {run_dir}")
     return 0
@@ -245,12 +259,16 @@ def _refuse_writing_inputs(flag: str, output: Path, inputs: list[tuple[str, Path
         raise UserError(f"{flag} {output}: {what}; mtbert never writes over its inputs: give another {flag}")
 
 
-def _model_input(predictor, run_dir: str) -> tuple[str, Path]:
-    """The folder the predictor loaded (a run's model/ or an ONNX bundle): no output goes inside it."""
+def _model_inputs(predictor, run_dir: str) -> list[tuple[str, Path]]:
+    """The folder the predictor loaded (a run's model/ or an ONNX bundle) and the run's own files
+    (its config, metrics, checkpoints: training rewrites or removes them): no output goes there."""
     from mtbert.io import resolve_dir
+    from mtbert.rundir import run_files
 
     folder = getattr(predictor, "path", None) or resolve_dir(Path(run_dir) / "model")
-    return f"is inside the model {folder}", Path(folder)
+    return [(f"is inside the model {folder}", Path(folder))] + [
+        (f"is the run's own {path.name}, which training rewrites or removes", path)
+        for path in run_files(Path(run_dir))]
 
 
 def cmd_evaluate(args) -> int:
@@ -266,6 +284,10 @@ def cmd_evaluate(args) -> int:
     print(results_table(scores, primary, types={n: cfg.tasks[n].type for n in scores}))
     for name, (real, shuffled) in premise_checks(predictor, args.split, list(scores), overrides,
                                                  args.batch_size).items():
+        if shuffled is None:
+            print(f"{name}: accuracy {real:.4f}; no premise check: it swaps premises between items, and this "
+                  "split has fewer than two different premises")
+            continue
         print(f"{name}: accuracy {real:.4f}; with every premise swapped for another item's {shuffled:.4f} "
               f"(a model that reads the premise falls toward chance there, {real - shuffled:+.4f} here)")
     return 0
@@ -284,7 +306,7 @@ def predict_split(predictor, args) -> int:
     cfg = predictor.cfg
     out_dir = Path(args.output or ".")
     tasks = [args.task] if args.task else list(cfg.tasks)
-    inputs = [_model_input(predictor, args.run_dir)] + [
+    inputs = _model_inputs(predictor, args.run_dir) + [
         (f"is tasks.{n}.{split}", cfg.data_path(getattr(t, split)))
         for n, t in cfg.tasks.items() for split in ("train", "dev", "test")
         if getattr(t, split) is not None and t.format != "hf"]
@@ -350,7 +372,7 @@ def cmd_predict(args) -> int:
     _check_predict_output(args)
     predictor = load_predictor(args.run_dir, args.engine, batch_size=args.batch_size, precision=args.precision)
     if args.output and not args.split:
-        inputs = [_model_input(predictor, args.run_dir)]
+        inputs = _model_inputs(predictor, args.run_dir)
         if args.input != "-":
             inputs.insert(0, ("is the --input file", Path(args.input)))
         _refuse_writing_inputs("--output", Path(args.output), inputs)

@@ -209,11 +209,13 @@ class _TaskConfig(_Strict):
         if self.pair_encoding == "separate" and c.text_pair is None:
             raise ValueError("pair_encoding 'separate' encodes text and text_pair apart; columns.text_pair is required")
         task_type.check(self)
-        if self.pair_combine not in task_type.pair_combines or (self.pair_combine == "cosine" and self.pair_encoding != "separate"):
+        if self.pair_combine != "concat" and self.pair_encoding != "separate":  # cross: one sequence, nothing to join
+            raise ValueError(f"pair_combine '{self.pair_combine}' joins the two texts of a pair encoded apart: it "
+                             "needs pair_encoding 'separate' (and columns.text_pair); remove pair_combine otherwise")
+        if self.pair_combine not in task_type.pair_combines:
             kinds = " or ".join(f"'{t.name}'" for t in registry.all() if self.pair_combine in t.pair_combines)
-            raise ValueError(f"pair_combine '{self.pair_combine}' scores a pair by the cosine of its two separately "
-                             f"encoded texts: it needs type {kinds} and pair_encoding 'separate' (use concat or sbert "
-                             "otherwise)")
+            raise ValueError(f"pair_combine '{self.pair_combine}' applies to type {kinds} tasks, not {self.type}; "
+                             f"use {' or '.join(task_type.pair_combines)}")
         if self.window_stride is not None and self.long_text == "truncate":
             raise ValueError("window_stride applies to long_text 'window', not 'truncate'; remove one of them")
         if self.format == "hf" and not self.hf_path:

@@ -200,13 +200,39 @@ def save_model(run_dir: Path, model: MultiTaskModel, tokenizer, cfg: Config, lab
                         f"{kept}{after_write_failure(run_dir)}") from None
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's evaluations, one per line. A last line cut short (training stopped while appending
+    it) is left out; any other line that is not an evaluation is refused, naming it."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; {RUN_FIX}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        elif number == len(lines):
+            log.warning("%s:%d: an evaluation line cut short (training stopped while writing it); left out",
+                        path, number)
+        else:
+            raise UserError(f"{path}:{number}: not an evaluation (a JSON object with its step); delete that "
+                            f"line, or {RUN_FIX}")
+    return records
+
+
 def best_dev_record(run_dir: Path) -> dict | None:
     """The evaluation in metrics.jsonl that chose the saved model: the first with the highest target, as
     training keeps it; None without dev evaluations (or a metrics file that cannot be read)."""
     try:
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-                   if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        records = [r for r in read_metrics(run_dir) if isinstance(r.get("target"), int | float)]
+    except (OSError, UserError):
         return None
     return max(records, key=lambda r: r["target"], default=None)
 
@@ -267,7 +293,11 @@ def load_model(run_dir: str | Path, backbone_impl: str | None = None) -> tuple[C
     if backbone_impl:
         cfg.backbone_impl = backbone_impl
     encoder = load_saved_encoder(path / "encoder", cfg.backbone_impl)
-    tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
+    except Exception as err:  # noqa: BLE001 - a damaged tokenizer file fails as JSON, KeyError or tokenizers' own
+        raise UserError(f"{path / 'encoder'}: cannot read the tokenizer ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); {RUN_FIX}") from None
     check_vocabulary(tokenizer, path / "encoder", cfg.backbone)
     hidden = encoder.config.hidden_size
     model = build_model(cfg.tasks, encoder, labels)

@@ -192,8 +192,9 @@ def evaluate_split(predictor, split: str, tasks: list[str], overrides: dict[str,
 
 
 def premise_checks(predictor, split: str, tasks: list[str], overrides: dict[str, str],
-                   batch_size: int | None = None, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """{multiple-choice task: (accuracy, accuracy with every premise swapped for another item's)}."""
+                   batch_size: int | None = None, seed: int = 0) -> dict[str, tuple[float, float | None]]:
+    """{multiple-choice task: (accuracy, accuracy with every premise swapped for another item's, or None
+    where fewer than two items have different premises)}."""
     from mtbert.data.features import encode
     from mtbert.evaluation.premise import premise_check
 

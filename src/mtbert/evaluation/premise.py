@@ -32,11 +32,14 @@ def shuffled_premises(examples: list[Example], seed: int = 0) -> list[Example]:
             for ex, j in zip(examples, order, strict=True)]
 
 
-def premise_check(predict, examples: list[Example], seed: int = 0, rounds: int = 5) -> tuple[float, float]:
+def premise_check(predict, examples: list[Example], seed: int = 0, rounds: int = 5) -> tuple[float, float | None]:
     """(accuracy, accuracy with shuffled premises, averaged over `rounds` derangements: with COPA's 100 dev
-    items one derangement moves the figure by several points); `predict` maps examples to choice indices."""
+    items one derangement moves the figure by several points); `predict` maps examples to choice indices.
+    With fewer than two different premises nothing can be swapped: the second is None."""
     gold = np.array([ex.label for ex in examples])
     real = float(np.mean(np.asarray(predict(examples)) == gold))
+    if len({(ex.text, ex.question) for ex in examples}) < 2:
+        return real, None
     shuffled = np.mean([np.mean(np.asarray(predict(shuffled_premises(examples, seed + r))) == gold)
                         for r in range(rounds)])
     return real, float(shuffled)

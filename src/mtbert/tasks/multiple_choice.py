@@ -110,7 +110,9 @@ class MultipleChoice(TaskType):
         ex = Example(text=field("text"))
         if spec.columns.text_pair is not None:
             ex.text_pair = field("text_pair")
-        ex.choices = [str(c) for c in field("choices", list)]
+        ex.choices = [field.text(c, f"choices[{i}]") for i, c in enumerate(field("choices", list))]
+        if len(ex.choices) < 2:  # as in training: one choice is no choice, its softmax is 1 whatever the model says
+            raise InputError(field.index, f"{len(ex.choices)} choice; a multiple-choice input needs at least 2")
         if spec.columns.question is not None:
             ex.question = field("question")
         return ex

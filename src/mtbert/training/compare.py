@@ -37,6 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mtbert.config import TrainingConfig, finish
 from mtbert.errors import UserError
@@ -58,14 +59,26 @@ _NOT_IDENTITY = ("progress", "threads", "device", "dist_timeout", "compile")
 
 
 def parse_methods(text: str) -> list[str]:
-    methods = [m.strip() for m in text.split(",") if m.strip()]
-    for method in methods:
-        for part in method.split("+"):
+    """The methods, each with its parts in METHODS' order: `long+temperature` is `temperature+long`, so a
+    reordered combination reuses the runs it already trained."""
+    methods = []
+    for method in (m.strip() for m in text.split(",") if m.strip()):
+        parts = [part.strip() for part in method.split("+")]
+        for part in parts:
             if part not in METHODS:
                 raise UserError(f"--methods {text!r}: unknown method '{part}'; use {', '.join(METHODS)} "
                                 "or several joined by '+' (e.g. temperature+uncertainty), comma-separated")
+        if len(set(parts)) != len(parts):
+            raise UserError(f"--methods {text!r}: '{method}' names a method twice; name each part once")
+        if "plain" in parts and len(parts) > 1:
+            raise UserError(f"--methods {text!r}: 'plain' is the config as it is and joins with nothing; "
+                            f"write '{'+'.join(p for p in parts if p != 'plain')}'")
+        methods.append("+".join(sorted(parts, key=list(METHODS).index)))
     if not methods:
         raise UserError(f"--methods {text!r}: name at least one method ({', '.join(METHODS)})")
+    if len(set(methods)) != len(methods):
+        raise UserError(f"--methods {text!r}: a method is named twice (parts in any order are one method); "
+                        "name each once")
     return methods
 
 
@@ -152,6 +165,24 @@ def plan(raw: dict, seeds: list[int], methods: list[str], modes: list[str | None
     return jobs
 
 
+class RunMarker(BaseModel):
+    """What a finished run of the comparison leaves in its MARKER file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    identity: str
+    name: str
+    scheme: str
+    method: str | None
+    seed: int
+    mode: str | None
+    scores: dict[str, dict[str, float]]
+    primary: dict[str, str]
+    precision: str
+    train_minutes: float
+    parameters: int
+
+
 def _read_marker(job: Job) -> dict | None:
     path = job.run_dir / MARKER
     if not path.is_file():
@@ -159,10 +190,19 @@ def _read_marker(job: Job) -> dict | None:
     try:
         done = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None  # half-written or damaged: the run is trained (or resumed) again
-    if done.get("identity") != job.identity:
+        done = None
+    if isinstance(done, dict) and "identity" in done and done["identity"] != job.identity:
         raise UserError(f"{job.run_dir}: this run was trained from another config than the comparison now "
                         "asks for; pass --run-dir DIR for a new comparison, or --overwrite to start again")
+    try:
+        marker = RunMarker.model_validate(done)
+    except ValidationError:
+        marker = None
+    if marker is None or set(marker.scores) != set(job.raw["tasks"]) or \
+            any(marker.primary.get(task) not in metrics for task, metrics in marker.scores.items()):
+        # half-written or damaged: the run is trained (or resumed from its checkpoint) and scored again
+        log.warning("compare: %s is damaged; %s is resumed and scored again", path, job.name)
+        return None
     return done
 
 

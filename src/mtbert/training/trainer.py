@@ -42,7 +42,7 @@ from mtbert.io import append_line, atomic_write_text
 from mtbert.modeling.encoder import load_encoder, load_tokenizer
 from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision, to_device
-from mtbert.rundir import MODEL, save_model, write_config
+from mtbert.rundir import MODEL, read_metrics, save_model, write_config
 from mtbert.tasks import build_model, registry
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import Checkpointer, place_run
@@ -361,6 +361,9 @@ class TrainingInterrupted(Exception):
         super().__init__(f"interrupted at step {step}")
         self.step, self.run_dir, self.signum, self.is_main = step, run_dir, signum, is_main
 
+    def __reduce__(self):  # `compare --jobs` sends it from a worker process to the parent, by pickle
+        return type(self), (self.step, self.run_dir, self.signum, self.is_main)
+
 
 @dataclass
 class TrainState:
@@ -613,10 +616,8 @@ def _open_run_dir(run: Run, resume: bool) -> None:
         run.plateau.set_state({key: saved.pop(key) for key in list(run.plateau.state())})
         run.state = TrainState(**saved)
         if run.main:  # evaluations after the checkpoint will run again: drop their lines
-            path = run.metrics_path
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= run.state.step] if path.exists() else []
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
+            kept = [record for record in read_metrics(run.run_dir) if record["step"] <= run.state.step]
+            atomic_write_text(run.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
     elif run.main:
         run.metrics_path.write_text("", encoding="utf-8")
     if run.ranks.rank:  # dropout: each rank its own masks
