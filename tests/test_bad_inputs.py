@@ -967,10 +967,6 @@ CASES = [
     Case("cli-input-lone-surrogate", "cli", "`--input` text with a lone `\\ud800` escape",
          "mtbert predict RUN --task sent --input in.jsonl", input_file('{"text": "x\\ud800"}\n'),
          ERR + "<tmp>/in.jsonl line 1: not valid Unicode (a lone surrogate, U+D800, at character 1)", 2),
-    Case("cli-input-invisible-text", "cli", "`--input` text of only zero-width characters, which training refuses too",
-         "mtbert predict RUN --task sent --input in.jsonl", input_file('{"text": "fine"}\n{"text": "\\u200b"}\n'),
-         ERR + "<tmp>/in.jsonl line 2: text '\\u200b' has no visible character (only control, zero-width or space "
-         "characters); the tokenizer would see an empty text", 2),
     Case("cli-train-over-a-run", "cli", "training into a run dir that holds a run", "mtbert train config.yaml",
          over_a_run,
          ERR + "<run>: already holds a run; pass --overwrite to replace it, or --run-dir DIR to train into another "

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 
 from mtbert.config import TaskConfig
-from mtbert.data.example import BadRow, Example, text_field
+from mtbert.data.example import Example, json_kind
 from mtbert.data.multiple_choice import phrase_questions
 from mtbert.errors import InputError, UserError
 from mtbert.evaluation.decoding import TaskPredictions, decode, decode_rows  # noqa: F401  (re-exported for the engines)
@@ -55,14 +55,13 @@ class _Field:
         if not isinstance(value, kind) or not value:
             raise InputError(self.index, f"task {self.task} ({self.spec.type}) needs "
                                          f"{registry.get(self.spec.type).inputs}; '{key}' is missing or not a {kind.__name__}")
-        return self.text(value, key) if kind is str else value
+        return value
 
     def text(self, value, name: str) -> str:
-        """`value` as a text that training would accept too (a string with a visible character), or an InputError."""
-        try:
-            return text_field(value, name)
-        except BadRow as err:
-            raise InputError(self.index, str(err)) from None
+        """`value` (one item of a list field) as a non-empty string, as `field` wants its strings, or an InputError."""
+        if isinstance(value, str) and value:
+            return value
+        raise InputError(self.index, f"{name} is {'empty' if value == '' else json_kind(value) + ', not a string'}")
 
 
 def to_example(task: str, spec: TaskConfig, item, index: int) -> Example:

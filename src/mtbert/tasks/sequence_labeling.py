@@ -131,8 +131,7 @@ class SequenceLabeling(TaskType):
 
     def to_example(self, spec, field):
         item = field.item
-        text = item.get("text")  # the words of a text; a blank one is told as no words, below
-        tokens = item.get("tokens") if "tokens" in item else text.split() if isinstance(text, str) else None
+        tokens = item.get("tokens") if "tokens" in item else field("text").split()
         if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
             raise InputError(field.index, f"task {field.task} needs tokens as a non-empty list of strings")
         return Example(tokens=tokens)
