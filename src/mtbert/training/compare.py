@@ -231,10 +231,12 @@ def run_job(job: Job, config_path: str, threads: int | None, quiet: bool) -> dic
     start = time.time()
     summary = train(cfg, job.run_dir, resume=resume)
     scores, primary, precision = evaluate_run(job.run_dir, "dev")
-    done = {"identity": job.identity, "name": job.name, "scheme": job.scheme, "method": job.method,
-            "seed": job.seed, "mode": job.mode, "scores": scores, "primary": primary, "precision": precision,
-            "train_minutes": summary.get("train_seconds", time.time() - start) / 60,
-            "parameters": _parameters(job.run_dir)}
+    # built through RunMarker, the shape _read_marker checks: a field added here without it would fail
+    # every marker's check and retrain every run
+    done = RunMarker(identity=job.identity, name=job.name, scheme=job.scheme, method=job.method, seed=job.seed,
+                     mode=job.mode, scores=scores, primary=primary, precision=precision,
+                     train_minutes=summary.get("train_seconds", time.time() - start) / 60,
+                     parameters=_parameters(job.run_dir)).model_dump()
     atomic_write_text(job.run_dir / MARKER, json.dumps(done, indent=2))
     return done
 
