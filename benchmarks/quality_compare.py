@@ -40,12 +40,13 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     raw = load_raw(args.config, args.set)
-    finish(raw, args.config)
+    cfg = finish(raw, args.config)
     start = time.time()
     report = compare(raw, args.config, Path(args.run_dir), parse_seeds(args.seeds), parse_methods(args.methods), [None],
             args.jobs, args.rescore)
     wall = (time.time() - start) / 60
-    premise = premise_table(report, Path(args.run_dir))
+    choice_tasks = [name for name, task in cfg.tasks.items() if task.type == "multiple_choice"]
+    premise = premise_table(report, Path(args.run_dir), choice_tasks)
     cmd = (f"python benchmarks/quality_compare.py --config {args.config} --seeds {args.seeds} --methods {args.methods}"
            f" --jobs {args.jobs} --run-dir {args.run_dir}" + (" --rescore" if args.rescore else "") + "".join(f" --set {s}" for s in args.set))
     body = f"""## Multi-task vs single-task: {args.config} (issue 15)
@@ -61,19 +62,18 @@ def main() -> None:
     print(body)
 
 
-def premise_table(report: dict, run_dir: Path) -> str:
+def premise_table(report: dict, run_dir: Path, choice_tasks: list[str]) -> str:
     """COPA's premise check (issue 15) for every run with a multiple-choice task: dev accuracy, accuracy with
     the premises shuffled (mean of five derangements) and the gap; a model that reads the premise has a gap."""
     rows = []
     for run in report["runs"]:
-        tasks = [t for t, m in run["primary"].items() if m == "accuracy"]
-        predictor = None
-        for task in tasks:
-            predictor = predictor or Predictor(run_dir / run["name"])
-            if predictor.cfg.tasks[task].type != "multiple_choice":
-                continue
-            real, shuffled = premise_checks(predictor, "dev", [task], {})[task]
-            rows.append(f"| {run['name']} | {task} | {real:.3f} | {shuffled:.3f} | {real - shuffled:+.3f} |")
+        tasks = [t for t in choice_tasks if t in run["primary"]]
+        checks = premise_checks(Predictor(run_dir / run["name"]), "dev", tasks, {}) if tasks else {}
+        for task, (real, shuffled) in checks.items():
+            if shuffled is None:  # nothing to swap: see premise_check
+                rows.append(f"| {run['name']} | {task} | {real:.3f} | fewer than two different premises | - |")
+            else:
+                rows.append(f"| {run['name']} | {task} | {real:.3f} | {shuffled:.3f} | {real - shuffled:+.3f} |")
     if not rows:
         return ""
     return "\n".join(["Premise check (multiple choice): dev accuracy, with every premise swapped for another "
