@@ -668,7 +668,7 @@ def _compare_command(command) -> None:
     c.add_argument("--seeds", help="comma-separated seeds, every run once per seed (default: the config's seed)")
     c.add_argument("--methods", default="plain",
                    help="multi-task methods, comma-separated: plain, temperature, uncertainty, distill, long "
-                        "(1.5x the training length), or several joined by '+' (default plain)")
+                        "(1.5x the training length), ema (the weights' moving average), or several joined by '+' (default plain)")
     c.add_argument("--modes", help="minBERT's modes, comma-separated: pretrain, finetune (their lr and frozen "
                                    "encoder presets); default: the config as it is")
     c.add_argument("--jobs", type=int, default=1, help="trainings at once, one thread each (default 1)")

@@ -259,6 +259,9 @@ class TrainingConfig(_Strict):
     loss_balancing: Literal["none", "uncertainty"] = "none"
     loss_balancing_lr: Annotated[float, Field(gt=0)] = 1e-2
     head_lr: Annotated[float, Field(gt=0)] | None = None
+    # evaluate and save an exponential moving average of the weights (training/averaging.py); 0: the
+    # weights as they are
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     # parameters AdamW does not decay: biases and the LayerNorm weights (BERT's recipe); [] decays every
     # parameter, as DeepPavlov does

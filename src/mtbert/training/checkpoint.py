@@ -4,6 +4,7 @@
       model.safetensors     every weight (encoder and heads)
       optimizer.pt          AdamW state, read back with torch.load(weights_only=True)
       rng.safetensors       torch's CPU generator state
+      average.safetensors   with training.ema_decay: the weights' moving average and its count of updates
       trainer.json          step, schedule and batch-order RNG states, early-stopping and lr-drop state,
                             Python and NumPy RNG states, loss and metric history, config fingerprint
 
@@ -43,6 +44,7 @@ from mtbert.rundir import (
 from mtbert.training.distributed import Dist
 
 log = logging.getLogger("mtbert")
+AVERAGE = "average.safetensors"
 
 
 def fingerprint(cfg) -> str:
@@ -103,11 +105,18 @@ def latest_fingerprint(run_dir: Path) -> str | None:
     return json.loads((found[-1] / "trainer.json").read_text(encoding="utf-8")).get("fingerprint")
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: dict, keep: int) -> Path:
+def _weights(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: dict, keep: int,
+                    average=None) -> Path:
     path = Path(run_dir) / f"{CHECKPOINT_PREFIX}{step:08d}"
 
     def write(tmp: Path) -> None:
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        save_file(_weights(model), tmp / "model.safetensors")
+        if average is not None:
+            save_file(_weights(average), tmp / AVERAGE)
         _save_optimizer(optimizer.state_dict(), tmp / "optimizer.pt")
         save_file(torch_rng_state(), tmp / "rng.safetensors")
         state = {**trainer_state, "rng": global_rng_state()}
@@ -131,9 +140,15 @@ def _save_optimizer(state: dict, path: Path) -> None:
         torch.save(state, f)
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict:
-    """Restore weights, optimiser and RNG states in place; return the trainer state."""
+def load_checkpoint(path: Path, model, optimizer, average=None) -> dict:
+    """Restore weights (and their moving average), optimiser and RNG states in place; return the trainer
+    state."""
     model.load_state_dict(load_file(path / "model.safetensors"))
+    if average is not None:
+        if not (path / AVERAGE).is_file():  # the fingerprint includes ema_decay: only a damaged checkpoint
+            raise UserError(f"{path}: {AVERAGE} is missing (training.ema_decay is set); delete this checkpoint "
+                            "to resume from the one before")
+        average.load_state_dict(load_file(path / AVERAGE))
     try:
         optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
     except pickle.UnpicklingError:
@@ -232,18 +247,18 @@ class Checkpointer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_leftovers(self.run_dir)
 
-    def save(self, step: int, model, optimizer, trainer_state: dict) -> None:
+    def save(self, step: int, model, optimizer, trainer_state: dict, average=None) -> None:
         if self.ranks.is_main:
             save_checkpoint(self.run_dir, step, model, optimizer, {**trainer_state, "fingerprint": self.fingerprint},
-                            self.keep)
+                            self.keep, average)
 
-    def restore(self, model, optimizer) -> dict | None:
+    def restore(self, model, optimizer, average=None) -> dict | None:
         """The trainer state of the latest checkpoint, its weights, optimiser and RNG states loaded in place;
         None without a checkpoint. One of another config is refused."""
         found = checkpoints(self.run_dir)
         if not found:
             return None
-        saved = load_checkpoint(found[-1], model, optimizer)
+        saved = load_checkpoint(found[-1], model, optimizer, average)
         if saved.pop("fingerprint") != self.fingerprint:
             raise UserError(f"{self.run_dir}: its checkpoint was made with a different config; "
                             "resume with the same config, or --overwrite to start again")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from mtbert.config import Config, TaskConfig, TrainingConfig
@@ -44,6 +45,7 @@ from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision, to_device
 from mtbert.rundir import MODEL, read_metrics, save_model, write_config
 from mtbert.tasks import build_model, registry
+from mtbert.training.averaging import weight_average
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import Checkpointer, place_run
 from mtbert.training.console import training_console
@@ -458,6 +460,13 @@ class Run:
     settle_every: int = 1
     # several processes: the word-embedding matrix DDP leaves out, whose touched rows train_step averages
     word_rows: torch.nn.Parameter | None = None
+    # training.ema_decay: the weights' moving average, which evaluation scores and the run dir keeps
+    average: AveragedModel | None = None
+
+    @property
+    def kept(self) -> MultiTaskModel:
+        """The model evaluation scores and save_model writes: the moving average where there is one."""
+        return self.average.module if self.average is not None else self.model
 
     @property
     def main(self) -> bool:
@@ -543,6 +552,7 @@ def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | 
             attach_teacher_targets(td, td.cfg.teacher, t.eval_batch_size, precision, device)
     model = model_for_training(cfg, data).to(device)
     model.train()
+    average = weight_average(model, t.ema_decay) if t.ema_decay else None  # a copy of the eager model
     if t.compile:
         # in place, so parameter names (and checkpoints) stay those of the eager model; dynamic shapes,
         # since every batch is padded to its own length
@@ -555,7 +565,7 @@ def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | 
               _distributed(model, ranks, device, t, words[0] if words else None), plan, optimizer,
               LrSchedule(optimizer, plan.total_steps, t.warmup, t.lr_drop_div, t.min_lr, t.lr_schedule),
               Plateau(t.patience, t.lr_drop_patience, t.lr_drop == "once_per_plateau", t.lr_drop_reload_best),
-              Checkpointer(run_dir, cfg, ranks))
+              Checkpointer(run_dir, cfg, ranks), average=average)
     _open_run_dir(run, resume)
     run.baseline = baseline_scores(cfg, data) if run.main else {}
     # the caller's callbacks (mtbert.train(callbacks=...)) hear what rank 0 hears, after the loggers
@@ -607,7 +617,7 @@ def _open_run_dir(run: Run, resume: bool) -> None:
     streams, plateau and loop state restored, and metrics.jsonl cut back to its step."""
     cfg, plan = run.cfg, run.plan
     run.checkpointer.open()
-    saved = run.checkpointer.restore(run.model, run.optimizer) if resume else None
+    saved = run.checkpointer.restore(run.model, run.optimizer, run.average) if resume else None
     if saved is not None:
         run.scaler.load_state_dict(saved.pop("grad_scaler", None) or {})
         plan.schedule.set_state(saved.pop("schedule"))
@@ -660,6 +670,8 @@ def train_step(run: Run) -> None:
         run.optimizer.found_inf = skipped
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    if run.average is not None:
+        run.average.update_parameters(run.model)
     run.optimizer.zero_grad(set_to_none=True)  # None, not zero: AdamW then skips the idle heads entirely
     run.bar.update(1)
     seconds = time.time() - tick
@@ -754,7 +766,7 @@ def evaluate(run: Run, initial: bool = False) -> bool:
     t, state = run.cfg.training, run.state
     settle(run)
     tick = time.time()
-    scores, outputs = evaluate_all(run.model, run.data, run.cfg, run.pad_id, run.amp, run.ranks,
+    scores, outputs = evaluate_all(run.kept, run.data, run.cfg, run.pad_id, run.amp, run.ranks,
                                    progress=t.progress and run.main)
     custom = custom_outputs(run.data, outputs) if ":" in t.target_metric else None  # only a custom target needs them
     primary = run.primary
@@ -779,7 +791,7 @@ def evaluate(run: Run, initial: bool = False) -> bool:
     if verdict.improved:
         state.best_eval = record
         if run.main:
-            save_model(run.run_dir, run.model, run.tokenizer, run.cfg, run.labels, run.precision, record)
+            save_model(run.run_dir, run.kept, run.tokenizer, run.cfg, run.labels, run.precision, record)
     if run.main:  # a run stopped at any point leaves the report of its last evaluation
         write_progress(run, finished=False)
     run.callbacks.on_evaluate(state.step, record)
@@ -807,7 +819,7 @@ def checkpoint(run: Run) -> None:
     state.lr_factor = run.lr_schedule.factor
     payload = {**asdict(state), **run.plateau.state(), "schedule": run.plan.schedule.state(),
                "streams": {n: s.state() for n, s in run.plan.streams.items()}, "grad_scaler": run.scaler.state_dict()}
-    run.checkpointer.save(state.step, run.model, run.optimizer, payload)
+    run.checkpointer.save(state.step, run.model, run.optimizer, payload, run.average)
     run.callbacks.on_checkpoint(state.step)
 
 
@@ -868,10 +880,10 @@ def finish(run: Run) -> dict:
     if not run.main:
         return {"run_dir": str(run.run_dir), "steps": state.step, "best": state.best_eval}
     if not run.has_dev:
-        save_model(run.run_dir, run.model, run.tokenizer, run.cfg, run.labels, run.precision)
+        save_model(run.run_dir, run.kept, run.tokenizer, run.cfg, run.labels, run.precision)
     elif state.best_eval["step"] == 0:
         # validate_first's score was never beaten, so nothing was saved: keep the trained model rather than none
         log.warning("no evaluation beat the score before training (%.4f): saved the final model", run.plateau.best)
         state.best_eval = state.dev_curve[-1]
-        save_model(run.run_dir, run.model, run.tokenizer, run.cfg, run.labels, run.precision, state.best_eval)
+        save_model(run.run_dir, run.kept, run.tokenizer, run.cfg, run.labels, run.precision, state.best_eval)
     return write_progress(run, finished=True)
