@@ -155,9 +155,23 @@ def test_parallel_compare_starts_the_longest_chain_first(tmp_path):
     order = [j.name for j in critical_path_order(plan(raw, [1], ["plain", "distill"], [None], tmp_path))]
     assert order[:3] == ["seed-1/single-a", "seed-1/single-b", "seed-1/single-c"]  # the teachers
     assert order[3:] == ["seed-1/multi-plain", "seed-1/multi-distill"]
+    # with the training sets' sizes, the biggest task's single-task run comes first among them, and a
+    # multi-task run still before every single-task one
+    sized = critical_path_order(plan(raw, [1], ["plain"], [None], tmp_path), {"a": 400, "b": 14000, "c": 8500})
+    assert [j.name for j in sized] == ["seed-1/multi-plain", "seed-1/single-b", "seed-1/single-c",
+                                       "seed-1/single-a"]
     steps = {"tasks": {"a": {}, "b": {}}, "training": {"max_steps": 100}}  # a multi-task run takes as many steps
     assert [j.name for j in critical_path_order(plan(steps, [1], ["long", "plain"], [None], tmp_path))][0] == \
         "seed-1/multi-long"
+
+
+def test_train_sizes_are_the_training_sets_as_training_reads_them(toy_config, toy_data, write_config):
+    from mtbert.config import load_raw
+    from mtbert.training.compare import train_sizes
+
+    path = _config(toy_config, toy_data, write_config)
+    expected = {name: len((toy_data / f"{name}_train.tsv").read_text().splitlines()) - 1 for name in ("sent", "sts")}
+    assert train_sizes(load_raw(str(path), []), str(path)) == expected
 
 
 def test_a_damaged_run_marker_is_trained_again_not_a_traceback(tmp_path):

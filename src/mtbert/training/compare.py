@@ -285,7 +285,7 @@ def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], method
         for job in pending:
             results[job.name] = run_job(job, config_path, None, False)
     else:
-        _run_parallel(pending, results, config_path, jobs)
+        _run_parallel(pending, results, config_path, jobs, train_sizes(raw, config_path) if pending else None)
     cfg = finish(copy.deepcopy(raw), config_path)
     report = summarise(todo, results, cfg, seeds, methods, modes)
     report["costs"] = costs(todo, results, run_dir)
@@ -295,31 +295,45 @@ def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], method
     return report
 
 
-def _work(job: Job) -> float:
+def train_sizes(raw: dict, config_path: str) -> dict[str, int]:
+    """Each task's training examples, read as training reads them (a data mistake stops the comparison
+    here, before any run starts)."""
+    from mtbert.data.readers import read_split
+
+    cfg = finish(copy.deepcopy(raw), config_path)
+    return {task: len(read_split(cfg, task, "train")) for task in cfg.tasks}
+
+
+def _work(job: Job, sizes: dict[str, int]) -> float:
     """A run's length relative to the comparison's other runs, which share its data, batch size and lr:
-    with max_steps, its steps; with epochs, one pass over every task it trains on per epoch."""
+    with max_steps, its steps; with epochs, its tasks' training examples (`sizes`, 1 each where unknown)
+    times its epochs."""
     training = job.raw.get("training", {})
     if training.get("max_steps"):
         return training["max_steps"]
-    return len(job.raw["tasks"]) * training.get("epochs", TrainingConfig.model_fields["epochs"].default)
+    examples = sum(sizes.get(task, 1) for task in job.raw["tasks"])
+    return examples * training.get("epochs", TrainingConfig.model_fields["epochs"].default)
 
 
-def critical_path_order(jobs: list[Job]) -> list[Job]:
+def critical_path_order(jobs: list[Job], sizes: dict[str, int] | None = None) -> list[Job]:
     """Longest chain of work first: a run's own length plus the longest run waiting for it as teacher.
-    With two workers, starting the multi-task runs before the short single-task ones ends a comparison
-    when the longest run does, not a multi-task run's length after the last single-task one."""
+    With two workers, starting the multi-task runs before the short single-task ones, and the biggest
+    task's single-task run before the small ones', ends a comparison when the longest run does, not a
+    long run's length after the last short one."""
+    sizes = sizes or {}
     waiting_on = {}
     for job in jobs:
         for name in job.needs:
-            waiting_on[name] = max(waiting_on.get(name, 0.0), _work(job))
-    return sorted(jobs, key=lambda j: -(_work(j) + waiting_on.get(j.name, 0.0)))  # stable: ties keep plan order
+            waiting_on[name] = max(waiting_on.get(name, 0.0), _work(job, sizes))
+    return sorted(jobs, key=lambda j: -(_work(j, sizes) + waiting_on.get(j.name, 0.0)))  # stable: ties keep plan order
 
 
-def _run_parallel(pending: list[Job], results: dict, config_path: str, jobs: int) -> None:
+def _run_parallel(pending: list[Job], results: dict, config_path: str, jobs: int,
+                  sizes: dict[str, int] | None = None) -> None:
     """Up to `jobs` trainings at once, one thread each, each in its own process (spawned, so every run
     starts from a clean interpreter); a run starts once the runs it needs have finished, the longest
     chain first."""
-    waiting = critical_path_order(pending)
+    waiting = critical_path_order(pending, sizes)
     running = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         while waiting or running:
