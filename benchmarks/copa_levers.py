@@ -51,6 +51,9 @@ def main() -> None:
             run = Path(args.run_dir) / f"{lever}-{seed}"
             train_once(raw, args.config, run)
             real, shuffled = premise_checks(Predictor(run), "dev", [args.task], {})[args.task]
+            if shuffled is None:  # premise_check: fewer than two different premises, nothing to swap
+                raise SystemExit(f"{args.task}: its dev set has fewer than two different premises; the premise "
+                                 "check needs a task whose items have their own premises")
             rows.setdefault(lever, []).append((seed, real, shuffled))
     lines = ["| levers | seed | dev accuracy | premises shuffled | gap |", "|---|---|---|---|---|"]
     for lever, runs in rows.items():

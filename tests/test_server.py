@@ -439,7 +439,7 @@ def test_serve_command_errors(served_run, tmp_path, capsys):  # noqa: F811
 
 
 @pytest.mark.parametrize(("task", "item", "says", "http_says"), [
-    ("mc", {"text": "a", "choices": ["x"]}, "1 choice; a multiple-choice input needs at least 2", None),
+    ("mc", {"text": "a", "choices": ["x"]}, "1 choice(s); a multiple-choice input needs at least 2", None),
     ("mc", {"text": "a", "choices": ["x", ""]}, "choices[1] is empty", None),
     # over HTTP the request schema refuses a number first, naming where it is
     ("mc", {"text": "a", "choices": ["x", 3]}, "choices[1] is a JSON number, not a string",

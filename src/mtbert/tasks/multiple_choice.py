@@ -112,7 +112,7 @@ class MultipleChoice(TaskType):
             ex.text_pair = field("text_pair")
         ex.choices = [field.text(c, f"choices[{i}]") for i, c in enumerate(field("choices", list))]
         if len(ex.choices) < 2:  # as in training: one choice is no choice, its softmax is 1 whatever the model says
-            raise InputError(field.index, f"{len(ex.choices)} choice; a multiple-choice input needs at least 2")
+            raise InputError(field.index, f"{len(ex.choices)} choice(s); a multiple-choice input needs at least 2")
         if spec.columns.question is not None:
             ex.question = field("question")
         return ex
