@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from mtbert.config import validate
 from mtbert.errors import UserError
 from mtbert.inference.predictor import evaluate_run
-from mtbert.training.averaging import weight_average
+from mtbert.training.averaging import WeightAverage
 from mtbert.training.checkpoint import AVERAGE, checkpoints
 from mtbert.training.compare import METHODS, _merge, parse_methods
 from mtbert.training.trainer import train
@@ -20,7 +20,7 @@ from mtbert.training.trainer import train
 
 def test_average_follows_the_warmed_up_decay():
     model = torch.nn.Linear(3, 1)
-    average = weight_average(model, decay=0.9)
+    average = WeightAverage(model, decay=0.9)
     expected = model.weight.detach().clone()
     for n in range(30):
         with torch.no_grad():

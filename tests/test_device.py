@@ -67,8 +67,9 @@ def _weights(run) -> dict:
     return {k: v.detach().float().cpu().clone() for k, v in run.model.state_dict().items()}
 
 
-def test_train_step_reads_no_tensor_on_the_host(toy_config, tmp_path, monkeypatch):
-    run = setup(_cfg(toy_config, max_steps=8, eval_every=100), tmp_path / "run")
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # the weights' moving average reads nothing either
+def test_train_step_reads_no_tensor_on_the_host(toy_config, tmp_path, monkeypatch, ema_decay):
+    run = setup(_cfg(toy_config, max_steps=8, eval_every=100, ema_decay=ema_decay), tmp_path / "run")
     run.settle_every = 10**6
     count = _count_host_reads(monkeypatch)
     for _ in range(6):

@@ -3,28 +3,50 @@ weights when `training.ema_decay` is set.
 
 Why a multi-task model may want it: a step trains one task, so the shared encoder's weights move toward
 that task's loss and then toward the next one's; an average over a few hundred steps cancels that
-task-to-task swing, which a single-task run does not have. The average is torch's AveragedModel; the decay
-warms up as TensorFlow's ExponentialMovingAverage with num_updates does, min(decay, (1 + n) / (10 + n)),
-so that an early evaluation does not read an average still made mostly of the pretrained weights.
+task-to-task swing, which a single-task run does not have. The decay warms up as TensorFlow's
+ExponentialMovingAverage with num_updates does, min(decay, (1 + n) / (10 + n)), so that an early evaluation
+does not read an average still made mostly of the pretrained weights.
+
+torch's AveragedModel does the same sums but asks the device whether it has averaged yet at every update
+(a host read per step, which a GPU step must not have: tests/test_device.py); this keeps that count on the
+host and the same state_dict layout (`module.*`, `n_averaged`).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from torch.optim.swa_utils import AveragedModel
+from torch import nn
 
 
-def _warm_ema(decay: float):
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        # a tensor, not a float: no host read inside the step (num_averaged lives on the model's device)
-        d = torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay).to(averaged[0].dtype)
-        torch._foreach_mul_(averaged, d)
-        torch._foreach_add_(averaged, torch._foreach_mul(current, 1.0 - d))
-    return update
-
-
-def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+class WeightAverage(nn.Module):
     """A copy of `model` whose weights follow `model`'s by `update_parameters(model)` after each optimiser
     step; its buffers (position ids, class weights: nothing trained) are copied as they are. Its
-    `state_dict()` (the copy's weights and the count of updates) is what exact resume saves and loads."""
-    return AveragedModel(model, multi_avg_fn=_warm_ema(decay), use_buffers=False)
+    `state_dict()` is what exact resume saves and loads."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        self.decay = decay
+        self.updates = 0  # on the host: the decay of the next update needs no read from the device
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long, device=next(model.parameters()).device))
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        mine = list(self.module.parameters())
+        theirs = [p.detach() for p in model.parameters()]
+        if self.updates == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:
+            n = self.updates
+            torch._foreach_lerp_(mine, theirs, 1.0 - min(self.decay, (1 + n) / (10 + n)))
+        for b_mine, b_theirs in zip(self.module.buffers(), model.buffers(), strict=True):
+            b_mine.copy_(b_theirs)
+        self.updates += 1
+        self.n_averaged.fill_(self.updates)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict, assign)
+        self.updates = int(self.n_averaged)  # at resume, once
+        return result

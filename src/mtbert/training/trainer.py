@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from mtbert.config import Config, TaskConfig, TrainingConfig
@@ -45,7 +44,7 @@ from mtbert.modeling.model import MultiTaskModel
 from mtbert.modeling.precision import autocast, resolve_device, resolve_precision, to_device
 from mtbert.rundir import MODEL, read_metrics, save_model, write_config
 from mtbert.tasks import build_model, registry
-from mtbert.training.averaging import weight_average
+from mtbert.training.averaging import WeightAverage
 from mtbert.training.balancing import UncertaintyWeights
 from mtbert.training.checkpoint import Checkpointer, place_run
 from mtbert.training.console import training_console
@@ -461,7 +460,7 @@ class Run:
     # several processes: the word-embedding matrix DDP leaves out, whose touched rows train_step averages
     word_rows: torch.nn.Parameter | None = None
     # training.ema_decay: the weights' moving average, which evaluation scores and the run dir keeps
-    average: AveragedModel | None = None
+    average: WeightAverage | None = None
 
     @property
     def kept(self) -> MultiTaskModel:
@@ -552,7 +551,7 @@ def setup(cfg: Config, run_dir: str | Path, resume: bool = False, ranks: Dist | 
             attach_teacher_targets(td, td.cfg.teacher, t.eval_batch_size, precision, device)
     model = model_for_training(cfg, data).to(device)
     model.train()
-    average = weight_average(model, t.ema_decay) if t.ema_decay else None  # a copy of the eager model
+    average = WeightAverage(model, t.ema_decay) if t.ema_decay else None  # a copy of the eager model
     if t.compile:
         # in place, so parameter names (and checkpoints) stay those of the eager model; dynamic shapes,
         # since every batch is padded to its own length
