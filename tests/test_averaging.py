@@ -18,20 +18,17 @@ from mtbert.training.compare import METHODS, _merge, parse_methods
 from mtbert.training.trainer import train
 
 
-def test_average_follows_the_warmed_up_decay():
+def test_average_is_the_debiased_moving_average():
     model = torch.nn.Linear(3, 1)
     average = WeightAverage(model, decay=0.9)
-    expected = model.weight.detach().clone()
-    for n in range(30):
+    shadow = torch.zeros_like(model.weight)
+    for n in range(1, 31):
         with torch.no_grad():
             model.weight.add_(torch.randn_like(model.weight))
         average.update_parameters(model)
-        if n == 0:  # the first update copies
-            expected = model.weight.detach().clone()
-        else:
-            d = min(0.9, (1 + n) / (10 + n))  # n updates before this one
-            expected = d * expected + (1 - d) * model.weight.detach()
-        assert torch.allclose(average.module.weight, expected, atol=1e-6), n
+        shadow = 0.9 * shadow + 0.1 * model.weight.detach()  # starts at zero: no trace of the first weights
+        assert torch.allclose(average.module.weight, shadow / (1 - 0.9 ** n), atol=1e-5), n
+    assert average.n_averaged.item() == 30
     assert not torch.equal(average.module.weight, model.weight)
 
 

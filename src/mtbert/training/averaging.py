@@ -3,13 +3,18 @@ weights when `training.ema_decay` is set.
 
 Why a multi-task model may want it: a step trains one task, so the shared encoder's weights move toward
 that task's loss and then toward the next one's; an average over a few hundred steps cancels that
-task-to-task swing, which a single-task run does not have. The decay warms up as TensorFlow's
-ExponentialMovingAverage with num_updates does, min(decay, (1 + n) / (10 + n)), so that an early evaluation
-does not read an average still made mostly of the pretrained weights.
+task-to-task swing, which a single-task run does not have.
 
-torch's AveragedModel does the same sums but asks the device whether it has averaged yet at every update
-(a host read per step, which a GPU step must not have: tests/test_device.py); this keeps that count on the
-host and the same state_dict layout (`module.*`, `n_averaged`).
+The average is debiased as Adam's moments are (TensorFlow's zero_debias): the shadow s_n = d s_(n-1) +
+(1 - d) w_n starts at zero and the average is s_n / (1 - d^n), so it holds no trace of the pretrained
+weights and spans about the last 1 / (1 - d) steps from the first ones on (a warm-up such as
+min(d, (1 + n) / (10 + n)) would instead cap the window at about n / 10 steps until n = 9 / (1 - d), longer
+than a short fine-tuning run, and make the decay a user sets do nothing there). Kept directly as the
+average: a_n = a_(n-1) + (w_n - a_(n-1)) (1 - d) / (1 - d^n).
+
+torch's AveragedModel asks the device whether it has averaged yet at every update (a host read per step,
+which a GPU step must not have: tests/test_device.py); this keeps the count on the host, in its state_dict
+layout (`module.*`, `n_averaged`).
 """
 
 from __future__ import annotations
@@ -36,11 +41,8 @@ class WeightAverage(nn.Module):
     def update_parameters(self, model: nn.Module) -> None:
         mine = list(self.module.parameters())
         theirs = [p.detach() for p in model.parameters()]
-        if self.updates == 0:
-            torch._foreach_copy_(mine, theirs)
-        else:
-            n = self.updates
-            torch._foreach_lerp_(mine, theirs, 1.0 - min(self.decay, (1 + n) / (10 + n)))
+        n = self.updates + 1
+        torch._foreach_lerp_(mine, theirs, (1.0 - self.decay) / (1.0 - self.decay ** n))  # 1 at n = 1: a copy
         for b_mine, b_theirs in zip(self.module.buffers(), model.buffers(), strict=True):
             b_mine.copy_(b_theirs)
         self.updates += 1

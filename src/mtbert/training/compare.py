@@ -16,9 +16,9 @@ Methods are config changes on top of the user's config, named as in the field:
 same seed as teacher, training/distill.py), `long` (the multi-task model trains LONGER times the config's
 epochs or max_steps: under temperature sampling a big task gets fewer updates in the mix than alone, and
 1.5x gives the five-task example's biggest task, CoNLL at T=2, at least its single-task updates; the cost
-columns show the extra minutes), `ema` (training.ema_decay: 0.998, the weights' moving average is what
-is scored and kept; in a run as short as the five-task example's its warm-up binds, and it weighs about the
-last tenth of the steps taken, see training/averaging.py); `a+b` combines them.
+columns show the extra minutes), `ema` (training.ema_decay: 0.998, the weights' moving average over
+about the last 500 steps, a sixth of the five-task example's run, is what is scored and kept); `a+b`
+combines them.
 
 Every finished run leaves `compare-run.json` (its config's hash and its scores): running the same command
 again skips finished runs, resumes interrupted ones from their checkpoint, and trains the rest, so a
