@@ -64,6 +64,29 @@ def write_config(tmp_path):
     return write
 
 
+@pytest.fixture
+def whole_and_resumed(tmp_path):
+    """Train a config straight through, and again as if killed right after step `after`'s checkpoint and
+    resumed (the first run's dir copied, later checkpoints removed); returns both run dirs."""
+    import shutil
+
+    from mtbert.config import validate
+    from mtbert.training.checkpoint import checkpoints
+    from mtbert.training.trainer import train
+
+    def run(raw: dict, after: int) -> tuple[Path, Path]:
+        whole, part = tmp_path / "whole", tmp_path / "part"
+        train(validate(raw), whole)
+        shutil.copytree(whole, part)
+        for later in checkpoints(part):
+            if int(later.name.split("-")[1]) > after:
+                shutil.rmtree(later)
+        train(validate(raw), part, resume=True)
+        return whole, part
+
+    return run
+
+
 POS = ["a great fine movie", "good and lovely", "great fun", "lovely good story", "fine great acting"]
 NEG = ["a bad awful movie", "terrible and bad", "awful boring", "boring bad story", "terrible awful acting"]
 

@@ -3,8 +3,6 @@ run dir keeps, and a resumed run continues it exactly."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -55,16 +53,8 @@ def test_the_average_is_scored_and_saved_not_the_raw_weights(toy_config, tmp_pat
         assert scores[task][metric] == pytest.approx(summary["best"]["dev"][task][metric], abs=1e-6)
 
 
-def test_average_resumes_exactly(toy_config, tmp_path):
-    raw = _raw(toy_config)
-    whole = tmp_path / "whole"
-    train(validate(raw), whole)
-    part = tmp_path / "part"
-    shutil.copytree(whole, part)
-    for later in checkpoints(part):  # as if killed right after step 8's checkpoint
-        if int(later.name.split("-")[1]) > 8:
-            shutil.rmtree(later)
-    train(validate(raw), part, resume=True)
+def test_average_resumes_exactly(toy_config, whole_and_resumed):
+    whole, part = whole_and_resumed(_raw(toy_config), after=8)
     for name in ("model.safetensors", AVERAGE):
         a = load_file(checkpoints(whole)[-1] / name)
         b = load_file(checkpoints(part)[-1] / name)

@@ -4,7 +4,6 @@ train with the model, and a resumed run continues them exactly."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -52,16 +51,8 @@ def test_uncertainty_weights_train_and_are_logged(toy_config, tmp_path):
     assert not any(k.startswith("balancer") for k in load_file(tmp_path / "run" / "model" / "heads.safetensors"))
 
 
-def test_uncertainty_weights_resume_exactly(toy_config, tmp_path):
-    raw = _raw(toy_config)
-    whole = tmp_path / "whole"
-    train(validate(raw), whole)
-    part = tmp_path / "part"
-    shutil.copytree(whole, part)
-    for later in checkpoints(part):  # as if killed right after step 8's checkpoint
-        if int(later.name.split("-")[1]) > 8:
-            shutil.rmtree(later)
-    train(validate(raw), part, resume=True)
+def test_uncertainty_weights_resume_exactly(toy_config, whole_and_resumed):
+    whole, part = whole_and_resumed(_raw(toy_config), after=8)
     a = load_file(checkpoints(whole)[-1] / "model.safetensors")
     b = load_file(checkpoints(part)[-1] / "model.safetensors")
     assert a.keys() == b.keys()
