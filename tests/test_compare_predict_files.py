@@ -102,6 +102,19 @@ def test_compare_seeds_and_methods_table_with_spreads_and_resume(toy_config, toy
     marker.write_text(json.dumps(stale))
     assert main([*argv, "--rescore"]) == 0
     assert json.loads(marker.read_text())["scores"] == run["scores"]
+    # every run records what trained it; a comparison whose runs come from two machines says so
+    assert all("torch " in r["machine"] for r in report["runs"]) and "different machines" not in md
+    elsewhere = json.loads(marker.read_text())
+    elsewhere["machine"] = "Another CPU, torch 2.13.0+cpu"
+    marker.write_text(json.dumps(elsewhere))
+    old_style = out / "seed-4" / "single-sts" / "compare-run.json"  # written before machines were recorded
+    old_marker = json.loads(old_style.read_text())
+    del old_marker["machine"]
+    old_style.write_text(json.dumps(old_marker))
+    assert main(argv) == 0
+    md = (out / "compare.md").read_text()
+    assert "trained on different machines" in md and "Another CPU, torch 2.13.0+cpu: seed-3/multi-plain;" in md
+    assert "not recorded: seed-4/single-sts" in md
     assert main(["compare", str(path), "--seeds", "3,x"]) == 2
     assert "--seeds '3,x'" in capsys.readouterr().err
     assert main(["compare", str(path), "--methods", "plain,magic"]) == 2

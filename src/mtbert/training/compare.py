@@ -184,6 +184,9 @@ class RunMarker(BaseModel):
     precision: str
     train_minutes: float
     parameters: int
+    # the CPU (or GPU) and torch that trained the run: bf16 kernels differ between them, so the same config
+    # and seed give another run elsewhere; None in markers written before it was recorded
+    machine: str | None = None
 
 
 def _read_marker(job: Job) -> dict | None:
@@ -239,9 +242,30 @@ def run_job(job: Job, config_path: str, threads: int | None, quiet: bool) -> dic
     done = RunMarker(identity=job.identity, name=job.name, scheme=job.scheme, method=job.method, seed=job.seed,
                      mode=job.mode, scores=scores, primary=primary, precision=precision,
                      train_minutes=summary.get("train_seconds", time.time() - start) / 60,
-                     parameters=_parameters(job.run_dir)).model_dump()
+                     parameters=_parameters(job.run_dir), machine=trained_on(cfg)).model_dump()
     atomic_write_text(job.run_dir / MARKER, json.dumps(done, indent=2))
     return done
+
+
+def trained_on(cfg) -> str:
+    """The processor and torch a run trains with, e.g. 'Intel(R) Xeon(R) Processor, torch 2.13.0+cpu'."""
+    import platform
+
+    import torch
+
+    from mtbert.modeling.precision import resolve_device
+
+    device = resolve_device(cfg.training.device, 0)
+    if device.type == "cuda":
+        chip = torch.cuda.get_device_name(device)
+    else:
+        chip = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                chip = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), chip)
+        except OSError:
+            pass
+    return f"{chip}, torch {torch.__version__}"
 
 
 def _parameters(run_dir: Path) -> int:
@@ -462,6 +486,13 @@ def table(report: dict) -> str:
         lines += ["", f"multi-task >= single-task on {o['at_or_above']} of {o['tasks']} "
                       + (f"(mean of {len(report['seeds'])} seeds" if len(report["seeds"]) > 1 else f"(seed {seeds}")
                       + f", best method: {t['best']})", ""]
+    machines: dict[str, list[str]] = {}
+    for run in report["runs"]:
+        machines.setdefault(run.get("machine") or "not recorded", []).append(run["name"])
+    if len(machines) > 1:  # a comparison resumed elsewhere: its columns may differ by hardware alone
+        lines += ["Read with care: these runs were trained on different machines, whose kernels give the same "
+                  "config and seed different runs: " + "; ".join(f"{m}: {', '.join(names)}"
+                                                                  for m, names in machines.items()), ""]
     costs = report.get("costs") or {}
     if costs:
         lines += ["| scheme | models | training minutes | parameters stored | sentences/s, every single-text head |",
