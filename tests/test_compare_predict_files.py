@@ -103,7 +103,8 @@ def test_compare_seeds_and_methods_table_with_spreads_and_resume(toy_config, toy
     assert main([*argv, "--rescore"]) == 0
     assert json.loads(marker.read_text())["scores"] == run["scores"]
     # every run records what trained it; a comparison whose runs come from two machines says so
-    assert all("torch " in r["machine"] for r in report["runs"]) and "different machines" not in md
+    assert all(", torch " in r["machine"] and ", transformers " in r["machine"] for r in report["runs"])
+    assert "different machines" not in md
     elsewhere = json.loads(marker.read_text())
     elsewhere["machine"] = "Another CPU, torch 2.13.0+cpu"
     marker.write_text(json.dumps(elsewhere))

@@ -184,8 +184,9 @@ class RunMarker(BaseModel):
     precision: str
     train_minutes: float
     parameters: int
-    # the CPU (or GPU) and torch that trained the run: bf16 kernels differ between them, so the same config
-    # and seed give another run elsewhere; None in markers written before it was recorded
+    # the CPU (or GPU), torch and transformers that trained the run: kernels and library code differ between
+    # them, so the same config and seed give another run elsewhere; None in markers written before it was
+    # recorded
     machine: str | None = None
 
 
@@ -248,10 +249,12 @@ def run_job(job: Job, config_path: str, threads: int | None, quiet: bool) -> dic
 
 
 def trained_on(cfg) -> str:
-    """The processor and torch a run trains with, e.g. 'Intel(R) Xeon(R) Processor, torch 2.13.0+cpu'."""
+    """The processor and libraries a run trains with, e.g. 'Intel(R) Xeon(R) Processor, torch 2.13.0+cpu,
+    transformers 5.25.0'."""
     import platform
 
     import torch
+    import transformers
 
     from mtbert.modeling.precision import resolve_device
 
@@ -265,7 +268,7 @@ def trained_on(cfg) -> str:
                 chip = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), chip)
         except OSError:
             pass
-    return f"{chip}, torch {torch.__version__}"
+    return f"{chip}, torch {torch.__version__}, transformers {transformers.__version__}"
 
 
 def _parameters(run_dir: Path) -> int:
@@ -490,8 +493,8 @@ def table(report: dict) -> str:
     for run in report["runs"]:
         machines.setdefault(run.get("machine") or "not recorded", []).append(run["name"])
     if len(machines) > 1:  # a comparison resumed elsewhere: its columns may differ by hardware alone
-        lines += ["Read with care: these runs were trained on different machines, whose kernels give the same "
-                  "config and seed different runs: " + "; ".join(f"{m}: {', '.join(names)}"
+        lines += ["Read with care: these runs were trained on different machines (processor, torch, transformers), "
+                  "which give the same config and seed different runs: " + "; ".join(f"{m}: {', '.join(names)}"
                                                                   for m, names in machines.items()), ""]
     costs = report.get("costs") or {}
     if costs:
