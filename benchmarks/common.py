@@ -21,13 +21,10 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 def machine() -> str:
     import torch  # here, so that a script run from a Python without mtbert's packages gets mtbert_probe's message
 
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
-        flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split())
-    except (OSError, AttributeError):
-        pass
+    from mtbert.modeling.precision import cpu_info
+
+    model, flags = cpu_info()
+    model = model or platform.processor() or "unknown CPU"
     simd = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{model}, {os.cpu_count()} cores ({simd}), {mem:.0f} GiB, Python {platform.python_version()}, "

@@ -180,12 +180,12 @@ def test_parallel_compare_starts_the_longest_chain_first(tmp_path):
 
 
 def test_train_sizes_are_the_training_sets_as_training_reads_them(toy_config, toy_data, write_config):
-    from mtbert.config import load_raw
+    from mtbert.config import finish, load_raw
     from mtbert.training.compare import train_sizes
 
     path = _config(toy_config, toy_data, write_config)
     expected = {name: len((toy_data / f"{name}_train.tsv").read_text().splitlines()) - 1 for name in ("sent", "sts")}
-    assert train_sizes(load_raw(str(path), []), str(path)) == expected
+    assert train_sizes(finish(load_raw(str(path), []), str(path))) == expected
 
 
 def test_a_damaged_run_marker_is_trained_again_not_a_traceback(tmp_path):

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import re
+from pathlib import Path
 
 import torch
 
 from mtbert.errors import UserError
+
+
+def cpu_info() -> tuple[str | None, set[str]]:
+    """The processor's model name and feature flags as /proc/cpuinfo gives them; (None, set()) without it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return None, set()
+    name, flags = re.search(r"model name\s*:\s*(.+)", info), re.search(r"flags\s*:\s*(.+)", info)
+    return name.group(1).strip() if name else None, set(flags.group(1).split()) if flags else set()
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -256,18 +256,13 @@ def trained_on(cfg) -> str:
     import torch
     import transformers
 
-    from mtbert.modeling.precision import resolve_device
+    from mtbert.modeling.precision import cpu_info, resolve_device
 
     device = resolve_device(cfg.training.device, 0)
     if device.type == "cuda":
         chip = torch.cuda.get_device_name(device)
     else:
-        chip = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                chip = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), chip)
-        except OSError:
-            pass
+        chip = cpu_info()[0] or platform.processor() or platform.machine()
     return f"{chip}, torch {torch.__version__}, transformers {transformers.__version__}"
 
 
@@ -301,6 +296,7 @@ def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], method
     """Train (or reuse) every run of the comparison and write compare.md, compare.png and compare.json.
     With `rescore_finished`, runs finished earlier are scored again (after a change to evaluation)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = finish(copy.deepcopy(raw), config_path)
     todo = plan(raw, seeds, methods, modes, run_dir)
     results = {}
     for job in todo:
@@ -313,8 +309,7 @@ def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], method
         for job in pending:
             results[job.name] = run_job(job, config_path, None, False)
     else:
-        _run_parallel(pending, results, config_path, jobs, train_sizes(raw, config_path) if pending else None)
-    cfg = finish(copy.deepcopy(raw), config_path)
+        _run_parallel(pending, results, config_path, jobs, train_sizes(cfg) if pending else None)
     report = summarise(todo, results, cfg, seeds, methods, modes)
     report["costs"] = costs(todo, results, run_dir)
     atomic_write_text(run_dir / "compare.json", json.dumps(report, indent=2))
@@ -323,12 +318,11 @@ def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], method
     return report
 
 
-def train_sizes(raw: dict, config_path: str) -> dict[str, int]:
+def train_sizes(cfg) -> dict[str, int]:
     """Each task's training examples, read as training reads them (a data mistake stops the comparison
     here, before any run starts)."""
     from mtbert.data.readers import read_split
 
-    cfg = finish(copy.deepcopy(raw), config_path)
     return {task: len(read_split(cfg, task, "train")) for task in cfg.tasks}
 
 
