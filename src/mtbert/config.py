@@ -91,6 +91,10 @@ class _TaskConfig(_Strict):
     # separate pairs: [u; v], [u; v; |u-v|; u*v], or (regression) the scaled cosine of u and v
     pair_combine: Literal["concat", "sbert", "cosine"] = "concat"
     loss: Literal["cross_entropy", "bce"] = "cross_entropy"  # bce: two classes, one logit, sigmoid
+    # linear: dropout and the output layer on the pooled vector (or each token's). mlp: a hidden layer of
+    # the task's own before them, dense (hidden size) + tanh, as BERT's pooler and RoBERTa's classification
+    # head: capacity no other task's gradient moves
+    head: Literal["linear", "mlp"] = "linear"
     # sequence labeling: train on every sub-token of a word with the word's tag (DeepPavlov), not on its
     # first sub-token only; prediction reads the first sub-token either way
     label_all_subtokens: bool = False
@@ -216,6 +220,9 @@ class _TaskConfig(_Strict):
             kinds = " or ".join(f"'{t.name}'" for t in registry.all() if self.pair_combine in t.pair_combines)
             raise ValueError(f"pair_combine '{self.pair_combine}' applies to type {kinds} tasks, not {self.type}; "
                              f"use {' or '.join(task_type.pair_combines)}")
+        if self.head == "mlp" and self.pair_encoding == "separate" and self.pair_combine == "cosine":
+            raise ValueError("head 'mlp' on pair_combine 'cosine': the cosine is one number, with nothing for a "
+                             "hidden layer to read; use head 'linear' or another pair_combine")
         if self.window_stride is not None and self.long_text == "truncate":
             raise ValueError("window_stride applies to long_text 'window', not 'truncate'; remove one of them")
         if self.format == "hf" and not self.hf_path:

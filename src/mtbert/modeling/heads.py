@@ -29,15 +29,21 @@ class Head(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_outputs: int, pooling: str = "cls", dropout: float = 0.1,
-                 pair_separate: bool = False, pair_combine: str = "concat"):
+                 pair_separate: bool = False, pair_combine: str = "concat", mlp: bool = False):
         super().__init__()
         self.pooling = pooling
         self.pair_separate = pair_separate
         self.pair_combine = pair_combine
         width = {"concat": 2 * hidden_size, "sbert": 4 * hidden_size, "cosine": 1}[pair_combine] if pair_separate \
             else hidden_size
+        # head 'mlp': tanh(dense(x)) before dropout and the output layer, BERT's pooler layout (so a BERT
+        # export carries it in the pooler's place); a layer only this task's gradient moves
+        self.dense = nn.Linear(width, hidden_size) if mlp else None
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(width, num_outputs)
+        self.out = nn.Linear(hidden_size if mlp else width, num_outputs)
+
+    def hidden_layer(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.dense is None else torch.tanh(self.dense(x))
 
     def pooled(self, hidden, pooler_output, mask, groups: int = 1):
         x = pool(self.pooling, hidden, pooler_output, mask)
@@ -51,7 +57,7 @@ class Head(nn.Module):
             # concat: minBERT's [u; v]. sbert: Sentence-BERT's [u; v; |u - v|; u * v], whose interaction
             # terms let a linear layer compare the two texts (with [u; v] alone the score is f(u) + g(v))
             x = torch.cat([u, v] if self.pair_combine == "concat" else [u, v, (u - v).abs(), u * v], dim=-1)
-        return self.dropout(x)
+        return self.dropout(self.hidden_layer(x))
 
     def probas(self, out: torch.Tensor) -> torch.Tensor:
         return torch.softmax(out, dim=-1)
@@ -93,10 +99,10 @@ class ClassificationHead(Head):
     """Cross-entropy over the classes, or (`bce`) one logit with a sigmoid and binary cross-entropy."""
 
     def __init__(self, hidden_size, num_labels, pooling="cls", dropout=0.1, class_weights=None,
-                 pair_separate=False, bce=False, pair_combine="concat"):
+                 pair_separate=False, bce=False, pair_combine="concat", mlp=False):
         if bce and num_labels != 2:
             raise ValueError(f"loss 'bce' needs exactly two classes, not {num_labels}")
-        super().__init__(hidden_size, 1 if bce else num_labels, pooling, dropout, pair_separate, pair_combine)
+        super().__init__(hidden_size, 1 if bce else num_labels, pooling, dropout, pair_separate, pair_combine, mlp)
         self.bce = bce
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float))
 
@@ -130,8 +136,8 @@ class ClassificationHead(Head):
 
 class RegressionHead(Head):
     def __init__(self, hidden_size, pooling="cls", dropout=0.1, pair_separate=False, relu=False,
-                 target_mean: float | None = 0.0, pair_combine="concat", target_max: float = 1.0):
-        super().__init__(hidden_size, 1, pooling, dropout, pair_separate, pair_combine)
+                 target_mean: float | None = 0.0, pair_combine="concat", target_max: float = 1.0, mlp=False):
+        super().__init__(hidden_size, 1, pooling, dropout, pair_separate, pair_combine, mlp)
         self.relu = relu
         if pair_separate and pair_combine == "cosine":
             # score = target_max * cosine, Sentence-BERT's training target (label / max against the cosine)
@@ -163,8 +169,8 @@ class RegressionHead(Head):
 class MultipleChoiceHead(Head):
     """Scores each (context, choice) sequence; softmax over the choices of an example."""
 
-    def __init__(self, hidden_size, pooling="cls", dropout=0.1):
-        super().__init__(hidden_size, 1, pooling, dropout)
+    def __init__(self, hidden_size, pooling="cls", dropout=0.1, mlp=False):
+        super().__init__(hidden_size, 1, pooling, dropout, mlp=mlp)
 
     def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.pooled(hidden, pooler_output, mask)).view(-1, groups)
@@ -182,8 +188,8 @@ class MultiLabelHead(Head):
     examples x labels as torch's BCEWithLogitsLoss does."""
 
     def __init__(self, hidden_size, num_labels, pooling="cls", dropout=0.1, pair_separate=False,
-                 pair_combine="concat"):
-        super().__init__(hidden_size, num_labels, pooling, dropout, pair_separate, pair_combine)
+                 pair_combine="concat", mlp=False):
+        super().__init__(hidden_size, num_labels, pooling, dropout, pair_separate, pair_combine, mlp)
 
     def forward(self, hidden, pooler_output, mask, groups=1):
         return self.out(self.pooled(hidden, pooler_output, mask, groups))
@@ -208,12 +214,12 @@ class SequenceLabelingHead(Head):
     in a batch of long ones (that way, grouping cost CoNLL-2003 0.012 F1 after one epoch; this way
     0.008, and after three epochs nothing, benchmarks/quality_grouping.py)."""
 
-    def __init__(self, hidden_size, num_labels, dropout=0.1, tokens_per_example: float | None = None):
-        super().__init__(hidden_size, num_labels, "cls", dropout)
+    def __init__(self, hidden_size, num_labels, dropout=0.1, tokens_per_example: float | None = None, mlp=False):
+        super().__init__(hidden_size, num_labels, "cls", dropout, mlp=mlp)
         self.tokens_per_example = tokens_per_example
 
     def forward(self, hidden, pooler_output, mask, groups=1):
-        return self.out(self.dropout(hidden))
+        return self.out(self.dropout(self.hidden_layer(hidden)))
 
     def loss_terms(self, logits, labels, soft=None, gold_weight=1.0):
         flat = logits.float().flatten(0, 1)

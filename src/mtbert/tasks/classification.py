@@ -110,7 +110,7 @@ class Classification(TaskType):
 
         return ClassificationHead(hidden_size, len(labels), spec.pooling, spec.dropout,
                                   self.class_weights(spec, labels, train_feats, name), spec.pair_encoding == "separate",
-                                  spec.loss == "bce", spec.pair_combine)
+                                  spec.loss == "bce", spec.pair_combine, spec.head == "mlp")
 
     def teacher_target(self, student, teacher, output, order):
         return output[order]

@@ -96,7 +96,7 @@ class MultiLabel(TaskType):
         from mtbert.modeling.heads import MultiLabelHead
 
         return MultiLabelHead(hidden_size, len(labels), spec.pooling, spec.dropout,
-                              spec.pair_encoding == "separate", spec.pair_combine)
+                              spec.pair_encoding == "separate", spec.pair_combine, spec.head == "mlp")
 
     def teacher_target(self, student, teacher, output, order):
         return output[order]

@@ -86,7 +86,7 @@ class MultipleChoice(TaskType):
     def head(self, spec, hidden_size, labels, train_feats=None, name=""):
         from mtbert.modeling.heads import MultipleChoiceHead
 
-        return MultipleChoiceHead(hidden_size, spec.pooling, spec.dropout)
+        return MultipleChoiceHead(hidden_size, spec.pooling, spec.dropout, spec.head == "mlp")
 
     def decode(self, spec, outputs, word_ids, labels, n_words):
         probas = np.stack(outputs)

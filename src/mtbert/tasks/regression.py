@@ -50,7 +50,8 @@ class Regression(TaskType):
             mean = float(np.mean([f.label for f in train_feats])) if train_feats else 0.0
         top = max((abs(f.label) for f in train_feats or []), default=0.0) or 1.0  # pair_combine cosine's scale
         return RegressionHead(hidden_size, spec.pooling, spec.dropout, spec.pair_encoding == "separate",
-                              spec.output_activation == "relu", mean, spec.pair_combine, top)
+                              spec.output_activation == "relu", mean, spec.pair_combine, top,
+                              spec.head == "mlp")
 
     def teacher_target(self, student, teacher, output, order):
         return float(output)

@@ -93,7 +93,7 @@ class SequenceLabeling(TaskType):
         # training divides the loss by the mean labelled tokens per example (see SequenceLabelingHead)
         per_example = (float(np.mean([sum(t != IGNORE for t in f.label) for f in train_feats]))
                        if train_feats else None)
-        return SequenceLabelingHead(hidden_size, len(labels), spec.dropout, per_example)
+        return SequenceLabelingHead(hidden_size, len(labels), spec.dropout, per_example, spec.head == "mlp")
 
     def teacher_target(self, student, teacher, output, order):
         """Per student sub-token: the teacher's tag distribution for that word where the gold tag sits."""

@@ -54,6 +54,7 @@ METHODS = {
     "distill": {},  # teachers are filled in per seed: they are that seed's single-task runs
     "long": {},  # the training length is scaled per config, in plan()
     "ema": {"training": {"ema_decay": 0.998}},
+    "mlp": {},  # every task's head gets a hidden layer of its own (head: mlp), set per task in plan()
 }
 LONGER = 1.5
 MARKER = "compare-run.json"
@@ -163,6 +164,9 @@ def plan(raw: dict, seeds: list[int], methods: list[str], modes: list[str | None
                         needs = [f"{prefix}/single-{t}" for t in tasks]
                     if part == "long":
                         _lengthen(multi.setdefault("training", {}))
+                    if part == "mlp":
+                        for task in tasks:
+                            multi["tasks"][task]["head"] = "mlp"
                 name = f"{prefix}/multi-{method}"
                 jobs.append(Job(name, multi, run_dir / name, "multi-task", method, seed, mode, needs))
     return jobs
