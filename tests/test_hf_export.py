@@ -22,14 +22,15 @@ from mtbert.rundir import load_model
 
 EXPORTABLE = {"sent": "AutoModelForSequenceClassification", "sts": "AutoModelForSequenceClassification",
               "mc": "AutoModelForMultipleChoice", "ner": "AutoModelForTokenClassification",
-              "polar": "AutoModelForSequenceClassification"}
+              "polar": "AutoModelForSequenceClassification", "mlp": "AutoModelForSequenceClassification"}
 
 
 @pytest.fixture(scope="module")
 def pooler_run(tiny_bert, tmp_path_factory) -> Path:
     """The serving run's tasks with the pooler heads transformers has (a softmax and a bce classifier, a
     pair regression, choices with a question, tags), and three it has not: a separately encoded pair, a
-    ReLU regression and a [CLS]-pooled classifier."""
+    ReLU regression and a [CLS]-pooled classifier. Head 'mlp' on [CLS] is the pooler's layout and exports; on
+    the pooler or on tags it does not."""
     from mtbert.training.trainer import train
 
     root = tmp_path_factory.mktemp("hf")
@@ -41,6 +42,9 @@ def pooler_run(tiny_bert, tmp_path_factory) -> Path:
     tasks["sent"]["dataset"] = "toy sentiment"
     tasks["len"]["output_activation"] = "relu"
     tasks["cls"] = {**tasks["sent"], "pooling": "cls"}
+    tasks["mlp"] = {**tasks["sent"], "pooling": "cls", "head": "mlp"}
+    tasks["pmlp"] = {**tasks["sent"], "head": "mlp"}
+    tasks["nermlp"] = {**tasks["ner"], "head": "mlp"}
     train(validate(cfg), root / "run")
     return root / "run"
 
@@ -119,8 +123,13 @@ def test_pipeline_gives_mtberts_labels(pooler_run, exported):
     ("len", "tasks.len.output_activation: 'relu' clips the score, which BertForSequenceClassification does not; "
             "set output_activation: none and train again"),
     ("cls", "tasks.cls.pooling: 'cls' gives the head [CLS]'s hidden state, but BertForSequenceClassification gives "
-            "it the pooler output (a dense+tanh layer on [CLS]); set pooling: pooler and train again"),
-    ("nope", "--task nope: {run} has no such task; its tasks: sent, sts, mc, ner, polar, para, len, cls"),
+            "it the pooler output (a dense+tanh layer on [CLS]); set pooling: pooler (or head: mlp) and train again"),
+    ("pmlp", "tasks.pmlp.head: 'mlp' on pooling 'pooler' is two dense layers on [CLS], BertForSequenceClassification "
+             "has one; use the ONNX export (mtbert export RUN) instead"),
+    ("nermlp", "tasks.nermlp.head: 'mlp' puts a hidden layer before the output layer, which BertForTokenClassification "
+               "does not have; use the ONNX export (mtbert export RUN) instead"),
+    ("nope", "--task nope: {run} has no such task; its tasks: sent, sts, mc, ner, polar, para, len, cls, mlp, pmlp, "
+             "nermlp"),
 ])
 def test_heads_transformers_cannot_compute_are_refused(pooler_run, tmp_path, capsys, task, message):
     out = tmp_path / "out"
@@ -192,7 +201,7 @@ def test_export_folder_rules_and_argument_errors(pooler_run, tmp_path, capsys):
 
 
 def report_scores(run: Path) -> dict[tuple[str, str], float]:
-    rows = re.findall(r"^\| (\w+) \| \w+ \| (\w+)(?: \(primary\))? \| ([\d.]+) \|", (run / "report.md").read_text(),
+    rows = re.findall(r"^\| (\w+) \| \w+ \| (\w+)(?: \(primary\))? \| (-?[\d.]+) \|", (run / "report.md").read_text(),
                       re.MULTILINE)
     return {(task, metric): float(value) for task, metric, value in rows}
 
@@ -206,7 +215,7 @@ def test_model_card_parses_and_gives_reports_scores(pooler_run, exported):
     assert card.data.library_name == "mtbert" and "multi-task" in card.data.tags
     assert card.data.base_model is None  # the tiny BERT is a local folder, not a hub name
     want = report_scores(pooler_run)
-    assert len(want) == 16 and card_scores(card) == want
+    assert len(want) == 25 and card_scores(card) == want
     by_task = {r.task_name: r for r in card.data.eval_results}
     assert by_task["sent"].dataset_name == "toy sentiment" and by_task["sts"].dataset_name == "sts"
     assert by_task["ner"].task_type == "token-classification" and by_task["mc"].task_type == "multiple-choice"

@@ -32,7 +32,8 @@ log = logging.getLogger("mtbert")
 
 # The transformers class per task type (TaskType.hf_classes) and encoder family (config.json's model_type) whose head is
 # mtbert's: dropout, then one linear layer, on every token's hidden state (token classification) or on the
-# pooler output (sequence classification, multiple choice). Families left out differ: ModernBERT's token
+# pooler output (sequence classification, multiple choice), or the head 'mlp' on [CLS], whose hidden layer
+# is the pooler's layout and goes in its place. Families left out differ: ModernBERT's token
 # head has a dense layer, activation and norm first; the sequence-classification heads of RoBERTa
 # (dropout before its dense+tanh), ELECTRA (dense+gelu), DistilBERT (dense+ReLU) and DeBERTa-v2 (its own
 # pooler), and the multiple-choice heads of ELECTRA, DistilBERT and DeBERTa-v2, read [CLS] through layers
@@ -55,11 +56,20 @@ def hf_class(name: str, spec, model_type: str) -> tuple[str | None, str | None]:
         return None, (f"tasks.{name}: no transformers class computes this {spec.type} head on a '{model_type}' "
                       f"encoder (exact ones exist for {families}); use the ONNX export (mtbert export RUN) instead")
     if task_type.reads_words:  # a token head reads every hidden state: no pooling to match
+        if spec.head == "mlp":
+            return None, (f"tasks.{name}.head: 'mlp' puts a hidden layer before the output layer, which {found} "
+                          "does not have; use the ONNX export (mtbert export RUN) instead")
         return found, None
-    if spec.pooling not in ("pooler", "dp_pooler"):
+    if spec.head == "mlp":
+        # the class's pooler, tanh(W h_[CLS] + b), is the mlp head's hidden layer on [CLS]; on a pooler output
+        # it would be a second one
+        if spec.pooling != "cls":
+            return None, (f"tasks.{name}.head: 'mlp' on pooling '{spec.pooling}' is two dense layers on [CLS], "
+                          f"{found} has one; use the ONNX export (mtbert export RUN) instead")
+    elif spec.pooling not in ("pooler", "dp_pooler"):
         read = {"cls": "[CLS]'s hidden state", "mean": "the mean of the hidden states"}[spec.pooling]
         return None, (f"tasks.{name}.pooling: '{spec.pooling}' gives the head {read}, but {found} gives it the "
-                      "pooler output (a dense+tanh layer on [CLS]); set pooling: pooler and train again")
+                      "pooler output (a dense+tanh layer on [CLS]); set pooling: pooler (or head: mlp) and train again")
     if spec.pair_encoding == "separate":
         return None, (f"tasks.{name}.pair_encoding: 'separate' encodes text and text_pair apart, which {found} "
                       "does not; set pair_encoding: cross and train again")
@@ -117,6 +127,8 @@ def _build(source: Path, name: str, spec, class_name: str, labels, head):
     with torch.no_grad():
         model.classifier.weight.copy_(weight)
         model.classifier.bias.copy_(bias)
+        if head.dense is not None:  # head 'mlp': its hidden layer in the pooler's place (hf_class)
+            model.base_model.pooler.dense.load_state_dict(head.dense.state_dict())
     return model.float().eval()
 
 
