@@ -120,3 +120,22 @@ def test_the_readme_step_by_step_block_runs(toy_config, write_config, tmp_path, 
     assert (tmp_path / "runs/by-hand/model/heads.safetensors").is_file()
     scores = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(scores) == set(toy_config["tasks"])
+
+
+def test_benchmark_constraints_pin_only_mtberts_own_dependencies():
+    """benchmarks/constraints.txt (the versions RESULTS.md was measured with) pins exact versions, and only of
+    packages mtbert installs: a name pyproject.toml does not know would be a typo pip silently ignores."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    known = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-") for d in wanted} | {"huggingface-hub"}
+    pins = [line.split("==") for line in (root / "benchmarks" / "constraints.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert pins and all(len(pin) == 2 and pin[1].strip() for pin in pins), pins
+    assert {name.lower().replace("_", "-") for name, _ in pins} <= known
+    assert ["torch", "2.13.0"] in pins  # the CPU wheel the project pins
