@@ -92,3 +92,16 @@ def test_mlp_method_gives_every_multi_task_head_a_hidden_layer(tmp_path):
     assert {t["head"] for t in multi["tasks"].values()} == {"mlp"} and multi["training"]["schedule"] == "temperature"
     assert "head" not in jobs["seed-1/single-a"].raw["tasks"]["a"]  # single-task runs keep the config's heads
     assert raw["tasks"]["a"] == {"type": "classification"}  # the caller's config is not touched
+
+
+def test_compare_refuses_a_method_the_config_cannot_take_before_any_run(toy_config, write_config, tmp_path, capsys):
+    """mlp on a cosine-scored pair is refused when the comparison starts, naming the run, not after the
+    single-task runs have trained."""
+    from mtbert.cli import main
+
+    toy_config["tasks"]["sts"].update(pair_encoding="separate", pair_combine="cosine", pooling="mean")
+    path = write_config(toy_config)
+    assert main(["compare", str(path), "--methods", "mlp", "--run-dir", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err
+    assert "/multi-mlp)" in err and "head 'mlp' on pair_combine 'cosine'" in err and "set by --methods mlp" in err, err
+    assert not list((tmp_path / "cmp").glob("seed-*/*"))  # nothing trained

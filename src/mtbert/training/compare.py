@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mtbert.config import TrainingConfig, finish
+from mtbert.config import TrainingConfig, finish, validate
 from mtbert.errors import UserError
 from mtbert.io import atomic_write, atomic_write_text
 
@@ -307,6 +307,12 @@ def compare(raw: dict, config_path: str, run_dir: Path, seeds: list[int], method
         if (done := _read_marker(job)) is not None:
             results[job.name] = rescore(job, done) if rescore_finished else done
     pending = [j for j in todo if j.name not in results]
+    for job in pending:  # a method the config cannot take (mlp on a cosine head) stops here, before any run
+        try:
+            validate(copy.deepcopy(job.raw), f"{config_path} ({job.name})")
+        except UserError as err:  # the config alone passed: the method set what is refused
+            raise UserError(f"{err}; the key was set by --methods {job.method}: leave that method out, "
+                            "or change the config") from None
     if results:
         log.info("compare: %d of %d runs already finished in %s", len(results), len(todo), run_dir)
     if jobs <= 1:
