@@ -192,4 +192,3 @@ def test_the_repeat_check_finds_a_planted_repeat(tmp_path):
     assert repeated_blocks(tmp_path) == {}
     (tmp_path / "b.py").write_text(f"x = 1\n\n\ndef g():\n{block}\n")
     assert repeated_blocks(tmp_path) == {("a", "b"): (2, 5)}
-
