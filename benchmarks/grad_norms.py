@@ -1,7 +1,7 @@
 """How large is each task's gradient against training.clip_norm? A multi-task step trains one task, and clipping
-scales a step whose gradient norm is above clip_norm down to clip_norm: where every task's norm is above it,
-every step has the same norm whatever the task's loss weight, so loss weights (and learned uncertainty
-weights) change nothing but the direction's share of AdamW's moments.
+scales a step whose gradient norm is above clip_norm down to clip_norm: where a task's norm is above it, its
+steps are the same whatever its loss weight (the weight scales the gradient, clipping scales it back), so loss
+weights and learned uncertainty weights change nothing in those steps.
 
     python benchmarks/grad_norms.py --run-dir RUN [RUN ...]
 
